@@ -1,0 +1,336 @@
+"""The GPO loop (arXiv 2402.17564, section 3 of DESIGN.md).
+
+Each step: score the current prompt on a train minibatch, retrieve k prompts
+from the trajectory as the update direction, ask the optimizer model for
+candidates within the step's word budget, score them on dev (racing first on
+a slice), and move to the best one. Each finished step is saved before the
+next begins, so a killed run resumes where it stopped; model answers come
+from the response cache on a rerun, so nothing finished is paid for twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gpo_engine import direction, update
+from gpo_engine.errors import ModelCallError, SpendLimitReached
+from gpo_engine.evaluate import EvalResult
+from gpo_engine.events import (
+    CandidateScored,
+    EventSink,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+    StepFinished,
+    StepStarted,
+    ignore,
+)
+from gpo_engine.examples import Example
+from gpo_engine.llm import LLM, is_base_model
+from gpo_engine.schedule import budget_at, budget_curve
+from gpo_engine.task import Task, score
+from gpo_engine.trajectory import (
+    CandidateRecord,
+    StepRecord,
+    Trajectory,
+    TrajectoryStore,
+    trajectory_key,
+)
+
+EXEMPLARS = 3  # examples shown to the optimizer per step (paper: 3)
+# Sample indexes of different steps must differ, or a step whose meta-prompt
+# repeats an earlier one would get the very same cached candidates back.
+SAMPLES_PER_STEP = 10_000
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A prompt's score on one split: percent, n and 95% interval."""
+
+    score: float
+    n: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, result: EvalResult) -> Summary:
+        low, high = result.interval()
+        return cls(round(result.score, 2), result.n, round(low, 2), round(high, 2))
+
+
+@dataclass(frozen=True)
+class Result:
+    path: str
+    task_model: str
+    optimizer_model: str
+    total_steps: int
+    steps_done: int
+    budgets: list[int]
+    initial: str
+    best: str
+    initial_dev: Summary
+    best_dev: Summary
+    initial_test: Summary | None
+    best_test: Summary | None
+    distance: int  # words changed from the initial prompt to the best
+    suggestion: str | None  # best prompt within the current budget of the file's text, if better
+    suggestion_distance: int | None
+    current_budget: int
+    usage: dict[str, Any]
+    stopped: str = ""  # why the run ended early; "" when it ran every step
+    rejected: dict[str, int] = field(default_factory=dict)  # dropped candidates by reason
+
+    @property
+    def improved(self) -> bool:
+        return self.best != self.initial
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def optimize_task(
+    task: Task,
+    llm: LLM,
+    store: TrajectoryStore,
+    *,
+    on_event: EventSink = ignore,
+    restart: bool = False,
+    cancel: asyncio.Event | None = None,
+) -> Result:
+    """Run (or resume) GPO on `task` and return the outcome.
+
+    Ends early, cleanly, at a step boundary on cancel or when the spend limit
+    is reached; model outages that survive the llm layer's retries end the
+    run with JobFailed and re-raise, with every finished step saved.
+    """
+    settings = task.settings
+    total = settings.steps
+    key = _key(task)
+    trajectory = None if restart else store.load(key)
+    step = trajectory.steps_done if trajectory else 0
+    stopped = ""
+    try:
+        if trajectory is None:
+            initial = await score(task, llm, task.prompt.body, task.examples.dev)
+            trajectory = Trajectory(key, str(task.path.resolve()), total, task.prompt.body,
+                                    initial.score, initial.n)
+            trajectory.dev_outcomes[task.prompt.body] = _outcomes(initial)
+            store.save(trajectory)
+        on_event(JobStarted(str(task.path), total, step, trajectory.initial_dev,
+                            trajectory.dev_n))
+        for step in range(trajectory.steps_done, total):
+            if cancel is not None and cancel.is_set():
+                stopped = "cancelled"
+                break
+            record = await _step(task, llm, trajectory, step, on_event)
+            trajectory.steps.append(record)
+            store.save(trajectory)
+            scored = [c for c in record.candidates if c.status in ("scored", "raced_out")]
+            on_event(StepFinished(step, total, record.budget, trajectory.best()[1],
+                                  record.chosen_dev if scored else None,
+                                  len(scored), len(record.candidates) - len(scored),
+                                  llm.usage.cost, llm.usage.calls, record.message))
+    except SpendLimitReached as exc:
+        stopped = str(exc)
+    except (ModelCallError, OSError) as exc:
+        on_event(JobFailed(str(exc), step))
+        raise
+    assert trajectory is not None
+    try:
+        result = await _result(task, llm, trajectory, stopped)
+    except SpendLimitReached as exc:
+        result = await _result(task, llm, trajectory, str(exc), with_test=False)
+    on_event(JobFinished(trajectory.initial_dev, trajectory.best()[1], trajectory.steps_done,
+                         result.stopped))
+    return result
+
+
+async def _step(
+    task: Task, llm: LLM, trajectory: Trajectory, step: int, on_event: EventSink
+) -> StepRecord:
+    settings = task.settings
+    budget = budget_at(step, settings.steps, settings.budget)
+    on_event(StepStarted(step, settings.steps, budget))
+    current, current_dev = trajectory.current()
+
+    # 1. The current prompt on a train minibatch: its mistakes become exemplars.
+    rng = random.Random(f"{settings.seed}:{step}")
+    train = list(task.examples.train) or list(task.examples.dev)
+    batch = rng.sample(train, min(settings.batch_size, len(train)))
+    on_train = await score(task, llm, current, batch)
+    exemplars = _exemplars(batch, on_train, rng)
+
+    # 2. Update direction: the current prompt and the k-1 most relevant earlier ones.
+    history = [direction.ScoredPrompt(t, s, st) for t, s, st in trajectory.history()]
+    here = direction.ScoredPrompt(current, current_dev, history[-1].step)
+    similarity = await _similarity(task, llm, [h.text for h in history])
+    chosen_direction = direction.retrieve(history[:-1], here, settings.k, settings.retrieval,
+                                          similarity)
+
+    # 3. Generation-based update under the word budget.
+    base = is_base_model(task.optimizer_model)
+
+    async def ask_optimizer(messages: list[dict[str, str]], sample: int) -> str:
+        done = await llm.complete(task.optimizer_model, messages,
+                                  temperature=settings.temperature,
+                                  max_tokens=_optimizer_tokens(current),
+                                  sample=step * SAMPLES_PER_STEP + sample)
+        return done.text
+
+    generation = await update.generate(
+        ask_optimizer, current=current, direction=chosen_direction, exemplars=exemplars,
+        budget=budget, n=settings.candidates, variables=task.prompt.variables, base_model=base)
+
+    # 4. Score candidates on dev, racing on a slice first when asked to.
+    texts = [c.text for c in generation.candidates]
+    results, raced_out = await _score_candidates(task, llm, texts)
+    records: list[CandidateRecord] = []
+    for i, cand in enumerate(generation.candidates):
+        res = results[i]
+        out = i in raced_out
+        records.append(CandidateRecord(cand.text, cand.distance,
+                                       "raced_out" if out else "scored", res.score, res.n))
+        on_event(CandidateScored(step, i, res.score, res.n, cand.distance, out))
+        if not out:
+            trajectory.dev_outcomes[cand.text] = _outcomes(res)
+    records.extend(CandidateRecord(r.text, -1, r.reason, detail=r.detail)
+                   for r in generation.rejected)
+
+    # 5. The best new candidate becomes the current prompt (the paper moves even
+    # when it scores below the current one; the trajectory keeps the best anyway).
+    full = [r for r in records if r.status == "scored" and r.dev is not None]
+    if not full:
+        return StepRecord(step, budget, current, on_train.score, tuple(records), current,
+                          current_dev, "no usable candidate; keeping the current prompt")
+    best = max(full, key=lambda r: (r.dev or 0.0, -r.distance))
+    return StepRecord(step, budget, current, on_train.score, tuple(records), best.text,
+                      best.dev or 0.0)
+
+
+async def _score_candidates(
+    task: Task, llm: LLM, texts: Sequence[str]
+) -> tuple[list[EvalResult], set[int]]:
+    """Dev results per candidate, and the indexes that were raced out on the slice."""
+    dev = sorted(task.examples.dev, key=lambda e: e.uid)
+    settings = task.settings
+    if not texts:
+        return [], set()
+    if not settings.racing or len(dev) <= settings.race_size or len(texts) <= 2:
+        full = await asyncio.gather(*(score(task, llm, t, dev) for t in texts))
+        return list(full), set()
+    head, rest = dev[: settings.race_size], dev[settings.race_size:]
+    sliced = await asyncio.gather(*(score(task, llm, t, head) for t in texts))
+    leaders = race_leaders([r.score for r in sliced])
+    tails = await asyncio.gather(*(score(task, llm, texts[i], rest) for i in leaders))
+    results = list(sliced)
+    for i, tail in zip(leaders, tails):
+        results[i] = sliced[i].merged(tail)
+    return results, set(range(len(texts))) - set(leaders)
+
+
+def race_leaders(slice_scores: Sequence[float]) -> list[int]:
+    """Indexes that go on to full dev: the top half (rounded up), ties at the cut included."""
+    if not slice_scores:
+        return []
+    keep = math.ceil(len(slice_scores) / 2)
+    cut = sorted(slice_scores, reverse=True)[keep - 1]
+    return [i for i, s in enumerate(slice_scores) if s >= cut]
+
+
+def _exemplars(batch: Sequence[Example], result: EvalResult,
+               rng: random.Random) -> list[update.Exemplar]:
+    """Up to EXEMPLARS rows from the minibatch, wrong answers first (they show where to go)."""
+    by_uid = result.by_uid()
+    rows = [(e, by_uid[e.uid]) for e in batch if e.uid in by_uid]
+    rng.shuffle(rows)
+    rows.sort(key=lambda pair: pair[1].score)
+    return [update.Exemplar(input=_show_inputs(e), expected=e.expected,
+                            output=o.output.strip(), correct=o.score >= 1.0)
+            for e, o in rows[:EXEMPLARS]]
+
+
+def _show_inputs(example: Example) -> str:
+    if len(example.inputs) == 1:
+        return next(iter(example.inputs.values()))
+    return "\n".join(f"{k}: {v}" for k, v in example.inputs.items())
+
+
+async def _similarity(task: Task, llm: LLM, texts: list[str]) -> Any:
+    """Embedding similarity when an embedding model is configured, else rapidfuzz (None)."""
+    if task.settings.retrieval != "relevance" or not task.settings.embedding:
+        return None
+    unique = sorted(set(texts))
+    vectors = await llm.embed(task.settings.embedding, unique)
+    return direction.embedding_similarity(dict(zip(unique, vectors)))
+
+
+def _optimizer_tokens(current: str) -> int:
+    # Room for a rewrite a good deal longer than the current prompt (tokens ~ 1.3 x words),
+    # without letting a rambling base model run on for hundreds of tokens.
+    return max(96, 3 * len(current.split()) + 48)
+
+
+def _outcomes(result: EvalResult) -> dict[str, float]:
+    return {o.uid: o.score for o in result.outcomes}
+
+
+def _key(task: Task) -> str:
+    return trajectory_key(task.fingerprint())
+
+
+def current_budget(task: Task, steps_done: int) -> int:
+    """The budget the job is at: that of the next step, or the last one when finished."""
+    return budget_at(min(steps_done, task.settings.steps - 1), task.settings.steps,
+                     task.settings.budget)
+
+
+def pick_suggestion(trajectory: Trajectory, file_text: str, budget: int) -> tuple[str, float] | None:
+    """Best dev-scoring prompt within `budget` words of the file's text that beats it on dev."""
+    baseline = trajectory.dev_score_of(file_text)
+    best: tuple[str, float] | None = None
+    for text, dev, _ in trajectory.scored():
+        if text == file_text or update.word_distance(file_text, text) > budget:
+            continue
+        if baseline is not None and dev <= baseline:
+            continue
+        if best is None or dev > best[1]:
+            best = (text, dev)
+    return best
+
+
+async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
+                  with_test: bool = True) -> Result:
+    best_text, _ = trajectory.best()
+    initial_text = trajectory.initial
+    dev = task.examples.dev
+    initial_dev = await score(task, llm, initial_text, dev)
+    best_dev = await score(task, llm, best_text, dev)
+    initial_test = best_test = None
+    if with_test and task.examples.test:
+        initial_test = Summary.of(await score(task, llm, initial_text, task.examples.test))
+        best_test = Summary.of(await score(task, llm, best_text, task.examples.test))
+    budget = current_budget(task, trajectory.steps_done)
+    suggestion = pick_suggestion(trajectory, task.prompt.body, budget)
+    rejected: dict[str, int] = {}
+    for s in trajectory.steps:
+        for c in s.candidates:
+            if c.status not in ("scored", "raced_out"):
+                rejected[c.status] = rejected.get(c.status, 0) + 1
+    return Result(
+        path=str(task.path), task_model=task.task_model, optimizer_model=task.optimizer_model,
+        total_steps=task.settings.steps, steps_done=trajectory.steps_done,
+        budgets=budget_curve(task.settings.steps, task.settings.budget),
+        initial=initial_text, best=best_text,
+        initial_dev=Summary.of(initial_dev), best_dev=Summary.of(best_dev),
+        initial_test=initial_test, best_test=best_test,
+        distance=update.word_distance(initial_text, best_text),
+        suggestion=suggestion[0] if suggestion else None,
+        suggestion_distance=(update.word_distance(task.prompt.body, suggestion[0])
+                             if suggestion else None),
+        current_budget=budget, usage=llm.usage.to_dict(), stopped=stopped, rejected=rejected)
+

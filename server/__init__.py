@@ -1,0 +1,1 @@
+"""gpo language server, daemon and CLI (imported as gpo_server)."""
