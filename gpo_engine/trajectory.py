@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,7 +124,7 @@ class TrajectoryStore:
         self._cache: diskcache.Cache | None
         try:
             self._cache = diskcache.Cache(str(directory))
-        except OSError as exc:  # read-only or full disk: run without resume
+        except (OSError, sqlite3.Error) as exc:  # read-only or full disk: run without resume
             warnings.warn(f"trajectory store unavailable at {directory}: {exc}", stacklevel=2)
             self._cache = None
 
@@ -147,7 +148,7 @@ class TrajectoryStore:
             with self._cache.transact():
                 self._cache.set(f"run:{trajectory.key}", trajectory.to_json())
                 self._cache.set(f"path:{trajectory.path}", trajectory.key)
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             warnings.warn(f"could not save trajectory: {exc}", stacklevel=2)
 
     def latest_for(self, path: str) -> Trajectory | None:
