@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from gpo_engine.errors import ModelCallError, SpendLimitReached
 from gpo_engine.examples import Example

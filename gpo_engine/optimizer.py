@@ -176,9 +176,11 @@ async def _step(
     base = is_base_model(task.optimizer_model)
 
     async def ask_optimizer(messages: list[dict[str, str]], sample: int) -> str:
+        # A base model writes one instruction per line and goes on past <END>.
+        stop = ["<END>", "\n"] if base else ["<END>"]
         done = await llm.complete(task.optimizer_model, messages,
                                   temperature=settings.temperature,
-                                  max_tokens=_optimizer_tokens(current),
+                                  max_tokens=_optimizer_tokens(current), stop=stop,
                                   sample=step * SAMPLES_PER_STEP + sample)
         return done.text
 
@@ -228,7 +230,7 @@ async def _score_candidates(
     leaders = race_leaders([r.score for r in sliced])
     tails = await asyncio.gather(*(score(task, llm, texts[i], rest) for i in leaders))
     results = list(sliced)
-    for i, tail in zip(leaders, tails):
+    for i, tail in zip(leaders, tails, strict=False):
         results[i] = sliced[i].merged(tail)
     return results, set(range(len(texts))) - set(leaders)
 
@@ -266,7 +268,7 @@ async def _similarity(task: Task, llm: LLM, texts: list[str]) -> Any:
         return None
     unique = sorted(set(texts))
     vectors = await llm.embed(task.settings.embedding, unique)
-    return direction.embedding_similarity(dict(zip(unique, vectors)))
+    return direction.embedding_similarity(dict(zip(unique, vectors, strict=False)))
 
 
 def _optimizer_tokens(current: str) -> int:
@@ -289,7 +291,9 @@ def current_budget(task: Task, steps_done: int) -> int:
                      task.settings.budget)
 
 
-def pick_suggestion(trajectory: Trajectory, file_text: str, budget: int) -> tuple[str, float] | None:
+def pick_suggestion(
+    trajectory: Trajectory, file_text: str, budget: int
+) -> tuple[str, float] | None:
     """Best dev-scoring prompt within `budget` words of the file's text that beats it on dev."""
     baseline = trajectory.dev_score_of(file_text)
     best: tuple[str, float] | None = None

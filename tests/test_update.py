@@ -1,0 +1,497 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpo_engine.direction import ScoredPrompt
+from gpo_engine.errors import ModelCallError, SpendLimitReached
+from gpo_engine.update import (
+    Candidate,
+    Exemplar,
+    Generation,
+    Rejected,
+    build_meta_prompt,
+    build_revision_request,
+    check_variables,
+    generate,
+    parse_candidate,
+    split_instruction,
+    template_tags,
+    with_instruction,
+    word_distance,
+)
+
+CURRENT = "Classify the sentiment of {{review}}. Answer positive or negative."
+DIRECTION = [
+    ScoredPrompt("What is the sentiment of {{review}}?", 40.0, 0),
+    ScoredPrompt("Is {{review}} positive?", 52.25, 1),
+    ScoredPrompt(CURRENT, 65.5, 2),
+]
+EXEMPLARS = [
+    Exemplar("A delight.", "positive", "positive", True),
+    Exemplar("Dull plot, bored actors.", "negative", "The review is about a movie", False),
+    Exemplar("Not bad at all.", "positive", "negative", False),
+    Exemplar("Loved it.", "positive", "positive", True),
+    Exemplar("Terrible.", "negative", "positive", False),
+]
+
+
+# ---------------------------------------------------------------- word_distance
+
+
+def test_word_distance() -> None:
+    assert word_distance("a b c", "a b c") == 0
+    assert word_distance("a b c", "a x c") == 1
+    assert word_distance("a b c", "a b c d e") == 2
+    assert word_distance("a  b\n c", "a b c") == 0  # whitespace is not a word
+    assert word_distance("", "one two three") == 3
+    # Words, not characters: a long word changed counts once.
+    assert word_distance("classify sentiment", "classify sentimentality") == 1
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=8), st.lists(st.sampled_from("abcd"), max_size=8))
+def test_word_distance_is_symmetric_and_bounded(a: list[str], b: list[str]) -> None:
+    x, y = " ".join(a), " ".join(b)
+    assert word_distance(x, y) == word_distance(y, x)
+    assert abs(len(a) - len(b)) <= word_distance(x, y) <= max(len(a), len(b))
+
+
+# ---------------------------------------------------------------- meta-prompts
+
+
+def test_chat_meta_prompt_structure() -> None:
+    messages = build_meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 20, base_model=False)
+    assert len(messages) == 1
+    assert messages[0]["role"] == "user"
+    text = messages[0]["content"]
+    assert "Change at most 20 words of the current prompt." in text
+    assert "Score: 40\n" in text and "Score: 52.2" in text and "Score: 65.5" in text
+    assert f"The current prompt is:\n{CURRENT}" in text
+    assert "Keep these template tags exactly as written: {{review}}." in text
+    assert "between <START> and <END>" in text
+    # Retrieved prompts in the given order (ascending, current last).
+    positions = [text.index(f"Prompt: {p.text}") for p in DIRECTION]
+    assert positions == sorted(positions)
+    # At most three exemplars, wrong ones first.
+    assert "Dull plot" in text and "Not bad at all." in text and "Terrible." in text
+    assert "A delight." not in text and "Loved it." not in text
+    assert "Verdict: wrong" in text and "Verdict: correct" not in text
+
+
+def test_chat_meta_prompt_fills_with_correct_exemplars_and_clips_long_inputs() -> None:
+    long_input = "word " * 1000
+    exemplars = [Exemplar(long_input, "x", "x", True)]
+    text = build_meta_prompt(CURRENT, [], exemplars, 5, base_model=False)[0]["content"]
+    assert "Verdict: correct" in text
+    assert "..." in text
+    assert len(text) < 3000
+    assert "earlier versions" not in text  # no direction given
+
+
+def test_base_meta_prompt_is_a_few_shot_rewrite_document() -> None:
+    current = "Be brief.\nReview: {{review}}\nSentiment:"
+    direction = [ScoredPrompt("Say it.\nReview: {{review}}\nSentiment:", 20.0, 0),
+                 ScoredPrompt(current, 40.0, 1)]
+    messages = build_meta_prompt(current, direction, EXEMPLARS, 12, base_model=True)
+    assert [m["role"] for m in messages] == ["user"]
+    doc = messages[0]["content"]
+    # The open entry: the current instruction (not the input lines) and the budget.
+    assert doc.endswith("Instruction: Be brief.\n"
+                        "Better instruction (at most 12 words changed): <START>")
+    assert "Earlier instructions: Say it. (score 20)" in doc
+    # The answers the task wants are shown, so the rewrite can name them.
+    assert "Answers look like: negative, positive\n" in doc
+    assert "Inputs look like: Dull plot, bored actors. | Not bad at all.\n" in doc
+    # Demonstrations close with <END>, so the model learns where to stop.
+    assert doc.count("<END>") == 4
+    assert "{{review}}" not in doc  # the template's input lines are kept out of it
+
+
+def test_base_meta_prompt_without_an_instruction_says_none() -> None:
+    doc = build_meta_prompt("Review: {{review}}\nSentiment:", [], [], 5,
+                            base_model=True)[0]["content"]
+    assert doc.endswith("Instruction: (none)\nBetter instruction (at most 5 words changed): "
+                        "<START>")
+    assert "Inputs look like" not in doc
+
+
+def test_revision_requests() -> None:
+    chat = build_revision_request("new long text {{review}}", CURRENT, 8, 23, base_model=False)
+    assert len(chat) == 1
+    text = chat[0]["content"]
+    assert "changes 23 words" in text and "at most 8 may change" in text
+    assert CURRENT in text and "new long text {{review}}" in text
+    assert "Change at most 8 words of the current prompt." in text
+    assert "{{review}}" in text and "<START>" in text
+    base = build_revision_request("new long text {{review}}", CURRENT, 8, 23, base_model=True)
+    assert base[-1] == {"role": "assistant", "content": "<START>"}
+    assert "(23 words changed, too many)" in base[0]["content"]
+    assert "8 words or fewer" in base[0]["content"]
+
+
+def test_template_tags() -> None:
+    body = "{{#if a}}x {{a}}{{/if}} {{{b}}} {{ c }} {{a}}"
+    assert template_tags(body) == ["{{#if a}}", "{{a}}", "{{/if}}", "{{{b}}}", "{{ c }}"]
+
+
+# ---------------------------------------------------------------- parse_candidate
+
+GOOD = "Classify the sentiment of {{review}} carefully."
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefilled", "expected"),
+    [
+        (f"<START>{GOOD}<END>", False, GOOD),
+        (f"Here is the new prompt:\n<START>\n{GOOD}\n<END>\nHope it helps!", False, GOOD),
+        (f"I will write it between <START> and <END>.\n<START>{GOOD}<END>", False, GOOD),
+        (f"<start> {GOOD} </end>", False, GOOD),
+        (f"{GOOD}<END>", False, GOOD),  # opening marker forgotten
+        (f"```\n{GOOD}\n```", False, GOOD),  # fenced, no markers
+        (f"{GOOD}<END>\n\nVersion 4 (score 80):\n<START>Other text here<END>", True, GOOD),
+        (f"{GOOD}\n\nVersion 4 (score 80):\n<START>Other", True, GOOD),  # no <END>: cut
+        (f"{GOOD}<START>\nExpected answer: positive", True, GOOD),  # <START> for <END>
+        (f"{GOOD}\nExpected answer: positive\nScore: 9", True, GOOD),
+        (f"<START>{GOOD}<END>", True, GOOD),  # echoed the prefilled marker
+        (f"<START>```text\n{GOOD}\n```<END>", False, GOOD),
+        (f'<START>"{GOOD}"<END>', False, GOOD),
+        (f"<START>\u201c{GOOD}\u201d<END>", False, GOOD),
+        (f"<START>`{GOOD}`<END>", False, GOOD),
+        (f"Prompt: {GOOD}<END>", True, GOOD),
+        (f"New prompt:\n{GOOD}<END>", True, GOOD),
+        ('<START>"Yes" or "No"?<END>', False, '"Yes" or "No"?'),  # not a wrapping pair
+        ("Line one {{review}}\nLine two.<END>", True, "Line one {{review}}\nLine two."),
+    ],
+)
+def test_parse_candidate_accepts(raw: str, prefilled: bool, expected: str) -> None:
+    assert parse_candidate(raw, prefilled, current=CURRENT) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefilled"),
+    [
+        ("", True),
+        ("", False),
+        ("\n\n", True),
+        ("   ", False),
+        ("<START>", True),
+        ("<START>", False),
+        ("<END>", True),
+        ("<START><END>", False),
+        ("Prompt:", True),
+        ("Prompt:<END>", True),
+        ("...!!!<END>", True),
+        ("{{review}}<END>", True),  # only the variable
+        ("<START>#### ---- ==== 1234 5678 ab<END>", False),
+        ("Change at most 20 words of the current prompt.<END>", True),
+        ("Write the new prompt between <START> and <END>.", False),
+        ("Version 4 (score 80):\nsomething", True),
+        ("\nInput: The movie was bad\nExpected answer: negative", True),
+        ("Put it between <START> and <END> please.", False),  # only quotes the markers
+        ("Classify the review without any markers.", False),
+        ("the " * 40 + "<END>", True),
+        ("word " * 400 + "<END>", True),  # far longer than 4x the current prompt
+        ("```\n```", False),
+        ('<START>""<END>', False),
+    ],
+)
+def test_parse_candidate_rejects_junk(raw: str, prefilled: bool) -> None:
+    assert parse_candidate(raw, prefilled, current=CURRENT) is None
+
+
+def test_parse_candidate_without_current() -> None:
+    assert parse_candidate("<START>Answer in one word.<END>", False) == "Answer in one word."
+    long = " ".join("word" + chr(97 + i % 26) + chr(97 + i // 26 % 26) for i in range(300))
+    assert parse_candidate(f"<START>{long}<END>", False) == long.strip()
+
+
+def test_parse_keeps_a_label_the_current_prompt_uses() -> None:
+    current = "Instruction: classify {{review}}."
+    raw = "Instruction: classify {{review}} as positive or negative.<END>"
+    expected = "Instruction: classify {{review}} as positive or negative."
+    assert parse_candidate(raw, True, current) == expected
+
+
+def test_parse_allows_meta_words_the_current_prompt_has() -> None:
+    current = "Rate {{review}} out of 100; higher is better."
+    raw = "<START>Rate {{review}} from 0 to 100, where higher is better.<END>"
+    expected = "Rate {{review}} from 0 to 100, where higher is better."
+    assert parse_candidate(raw, False, current) == expected
+
+
+def test_parse_multi_paragraph_run_on_keeps_paragraphs_when_current_has_them() -> None:
+    current = "Read this.\n\n{{review}}\n\nAnswer:"
+    raw = "Read this review.\n\n{{review}}\n\nAnswer:\n\nVersion 3 (score 5):"
+    assert parse_candidate(raw, True, current) == "Read this review.\n\n{{review}}\n\nAnswer:"
+
+
+def test_parse_keeps_structure_labels_the_current_prompt_uses() -> None:
+    current = "Answer the question.\nInput: {{question}}\nScore:"
+    raw = "Answer the question briefly.\nInput: {{question}}\nScore:\n\nVersion 3 (score 1):"
+    expected = "Answer the question briefly.\nInput: {{question}}\nScore:"
+    assert parse_candidate(raw, True, current) == expected
+    assert parse_candidate("Input: {{question}}\nScore:<END>", True, current) == (
+        "Input: {{question}}\nScore:"
+    )
+
+
+# ---------------------------------------------------------------- check_variables
+
+
+def test_check_variables() -> None:
+    assert check_variables("Classify {{review}} in {{lang}}.", ["review", "lang"]) == []
+    assert check_variables("Classify the text.", ["review", "lang"]) == ["review", "lang"]
+    assert check_variables("{{{review}}} {{ lang }}", ["review", "lang"]) == []
+    assert check_variables("{{#if review}}yes{{/if}}", ["review"]) == []
+    assert check_variables("{{#each items}}{{this}}{{/each}}", ["items"]) == []
+    assert check_variables("Hi {{user.name}}", ["user"]) == []
+    assert check_variables("{review} and review", ["review"]) == ["review"]
+    assert check_variables('{{role "review"}} text', ["review"]) == ["review"]
+    assert check_variables("no variables", []) == []
+
+
+# ---------------------------------------------------------------- generate
+
+WITHIN = "Classify the sentiment of {{review}}. Answer only positive or negative."
+FAR = "Read {{review}} carefully and decide whether the writer liked the thing they describe."
+FAR2 = "Decide if {{review}} praises or criticises its subject, then reply with a single label."
+REVISED = "Classify the sentiment of {{review}} carefully. Answer positive or negative."
+
+
+def fake(answers: dict[int, object], calls: list[int]) -> Callable[..., object]:
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        calls.append(sample)
+        await asyncio.sleep(0)
+        answer = answers[sample]
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, str)
+        return answer
+
+    return complete
+
+
+def wrap(text: str) -> str:
+    return f"<START>{text}<END>"
+
+
+async def run(
+    answers: dict[int, object],
+    n: int,
+    budget: int = 3,
+    base: bool = False,
+    calls: list[int] | None = None,
+) -> Generation:
+    return await generate(
+        fake(answers, calls if calls is not None else []),  # type: ignore[arg-type]
+        current=CURRENT,
+        direction=DIRECTION,
+        exemplars=EXEMPLARS,
+        budget=budget,
+        n=n,
+        variables=["review"],
+        base_model=base,
+    )
+
+
+async def test_generate_covers_every_outcome() -> None:
+    answers: dict[int, object] = {
+        0: wrap(WITHIN),
+        1: wrap(FAR),
+        1001: wrap(REVISED),
+        2: wrap(FAR2),
+        1002: wrap(FAR2 + " Be brief."),
+        3: wrap("Be brief."),
+        4: wrap(WITHIN),
+        5: ModelCallError("openai/x", "timeout", "no answer in 60 s"),
+        6: wrap(CURRENT),
+        7: "",
+        8: "Sure, here is a better prompt for you.",
+        9: wrap("Classify the sentiment of {{review}}. Answer {{labels}}."),
+        10: wrap("What is the sentiment of {{review}}?"),
+    }
+    calls: list[int] = []
+    gen = await run(answers, 11, calls=calls)
+    assert sorted(calls) == [*range(11), 1001, 1002]
+    assert gen.candidates == (
+        Candidate(WITHIN, 1, False),
+        Candidate(REVISED, 2, True),
+        # A tagless answer is an instruction: it goes before the lines with the inputs.
+        Candidate("Be brief.\n" + CURRENT, 2, False),
+    )
+    reasons = [(r.reason, r.detail) for r in gen.rejected]
+    far2, revised2 = word_distance(CURRENT, FAR2), word_distance(CURRENT, FAR2 + " Be brief.")
+    assert reasons == [
+        ("over_budget", f"{far2} words changed, budget 3; the revision still changed {revised2}"),
+        ("duplicate", "same as sample 0"),
+        ("model_error", "openai/x: timeout: no answer in 60 s"),
+        ("duplicate", "same as the current prompt"),
+        ("empty", "the model returned no text"),
+        ("unparseable", "no <START>/<END> markers in the answer"),
+        ("lost_variable", "uses unknown {{labels}}"),
+        ("duplicate", "same as an earlier prompt (score 40)"),
+    ]
+    assert gen.rejected[0].text == FAR2
+    assert gen.rejected[1].text == WITHIN
+    assert gen.rejected[4] == Rejected("", "empty", "the model returned no text")
+
+
+async def test_unusable_revision_is_over_budget_and_revision_errors_are_model_errors() -> None:
+    answers: dict[int, object] = {
+        0: wrap(FAR),
+        1000: "nothing useful",
+        1: wrap(FAR2),
+        1001: ModelCallError("m", "server", "500"),
+        2: wrap(FAR + " Now."),
+        1002: wrap("Classify {{text}}."),
+    }
+    gen = await run(answers, 3)
+    assert gen.candidates == ()
+    assert [r.reason for r in gen.rejected] == ["over_budget", "model_error", "over_budget"]
+    assert "revision unusable: no <START>/<END> markers" in gen.rejected[0].detail
+    assert gen.rejected[1].detail.endswith("budget 3; m: server: 500")
+    assert "revision unusable: drops {{review}}" in gen.rejected[2].detail
+    assert [r.text for r in gen.rejected] == [FAR, FAR2, FAR + " Now."]
+
+
+async def test_revision_equal_to_current_is_rejected() -> None:
+    gen = await run({0: wrap(FAR), 1000: wrap(CURRENT)}, 1)
+    assert gen.candidates == ()
+    assert gen.rejected[0].reason == "over_budget"
+    assert "same as the current prompt" in gen.rejected[0].detail
+
+
+async def test_base_model_generation_uses_prefill_and_parses_run_on() -> None:
+    seen: list[list[dict[str, str]]] = []
+
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        seen.append(messages)
+        return f"{WITHIN}\n\nVersion 5 (score 90):\n<START>Something else"
+
+    gen = await generate(
+        complete,
+        current=CURRENT,
+        direction=DIRECTION,
+        exemplars=[],
+        budget=3,
+        n=2,
+        variables=["review"],
+        base_model=True,
+    )
+    assert all(m[-1]["content"].endswith("<START>") for m in seen)
+    assert gen.candidates == (Candidate(WITHIN, 1, False),)
+    assert gen.rejected == (Rejected(WITHIN, "duplicate", "same as sample 0"),)
+
+
+async def test_samples_run_concurrently() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return wrap(f"Classify the sentiment of {{{{review}}}} now {sample}.")
+
+    gen = await generate(
+        complete,
+        current=CURRENT,
+        direction=[],
+        exemplars=[],
+        budget=50,
+        n=5,
+        variables=["review"],
+        base_model=False,
+    )
+    assert peak == 5
+    assert [c.text for c in gen.candidates] == [
+        f"Classify the sentiment of {{{{review}}}} now {i}." for i in range(5)
+    ]
+
+
+async def test_spend_limit_propagates_and_cancels_siblings() -> None:
+    finished: list[int] = []
+
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        if sample == 0:
+            raise SpendLimitReached(1.0, 1.0)
+        await asyncio.sleep(0.05)
+        finished.append(sample)
+        return wrap(WITHIN)
+
+    with pytest.raises(SpendLimitReached):
+        await generate(
+            complete,
+            current=CURRENT,
+            direction=[],
+            exemplars=[],
+            budget=5,
+            n=4,
+            variables=["review"],
+            base_model=False,
+        )
+    await asyncio.sleep(0.1)
+    assert finished == []
+
+
+async def test_zero_samples() -> None:
+    calls: list[int] = []
+    assert await run({}, 0, calls=calls) == Generation((), ())
+    assert calls == []
+
+
+async def test_zero_budget_rejects_every_change() -> None:
+    gen = await run({0: wrap(WITHIN), 1000: wrap(WITHIN)}, 1, budget=0)
+    assert gen.candidates == ()
+    assert gen.rejected[0].reason == "over_budget"
+
+
+def test_split_instruction_and_with_instruction() -> None:
+    prompt = "Be careful.\nThink.\nReview: {{review}}\nSentiment:"
+    assert split_instruction(prompt) == ("Be careful.\nThink.\n", "Review: {{review}}\nSentiment:")
+    assert with_instruction("  Answer positive or negative. ", prompt) == (
+        "Answer positive or negative.\nReview: {{review}}\nSentiment:")
+    # No instruction lines yet: the instruction is put first.
+    assert with_instruction("Label it.", "Review: {{review}}") == "Label it.\nReview: {{review}}"
+    # No tags at all: the instruction is the whole prompt.
+    assert split_instruction("Just text.") == ("Just text.", "")
+    assert with_instruction("New text.", "Just text.") == "New text."
+
+
+async def test_tagless_answer_becomes_the_instruction_and_keeps_the_inputs() -> None:
+    current = "Review: {{review}}\nSentiment:"
+
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        return "Answer positive or negative.<END>"
+
+    gen = await generate(complete, current=current, direction=[], exemplars=[], budget=10, n=1,
+                         variables=["review"], base_model=True)
+    assert [c.text for c in gen.candidates] == [
+        "Answer positive or negative.\nReview: {{review}}\nSentiment:"]
+    assert gen.candidates[0].distance == 4
+
+
+async def test_broken_handlebars_candidate_is_rejected() -> None:
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        return "<START>Classify {{#if review}}{{review}}.<END>"
+
+    gen = await generate(complete, current="Classify {{review}}.", direction=[], exemplars=[],
+                         budget=10, n=1, variables=["review"], base_model=False)
+    assert gen.candidates == ()
+    assert gen.rejected[0].reason == "broken_template"
+
+
+async def test_base_model_score_notes_are_stripped() -> None:
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        return ["Write a story. (score 42.4)", " (score 3)"][sample]
+
+    gen = await generate(complete, current="Be brief.\nQ: {{q}}", direction=[], exemplars=[],
+                         budget=10, n=2, variables=["q"], base_model=True)
+    assert [c.text for c in gen.candidates] == ["Write a story.\nQ: {{q}}"]
+    assert [r.reason for r in gen.rejected] == ["empty"]
