@@ -1,0 +1,30 @@
+"""Arguments and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def model_arguments() -> argparse.ArgumentParser:
+    """The options every command that calls a model takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("path", type=Path, help="the .prompt file")
+    common.add_argument("--model", help="task model (any litellm model string)")
+    common.add_argument("--api-base", help="OpenAI-compatible endpoint for the models")
+    common.add_argument("--no-cache", action="store_true",
+                        help="neither read nor write the response cache")
+    common.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    return common
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings given on the command line, named as in the frontmatter."""
+    keys = {"model": "model", "steps": "steps", "candidates": "candidates",
+            "optimizer_model": "optimizer", "max_cost": "max_cost"}
+    return {dest: getattr(args, src) for src, dest in keys.items()
+            if getattr(args, src, None) is not None}

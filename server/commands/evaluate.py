@@ -1,0 +1,56 @@
+"""`gpo eval`: score the file's current prompt on dev and test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from gpo_server.commands.common import EXIT_OK, model_arguments, overrides
+from rich.console import Console
+from rich.table import Table
+
+
+def register(sub: Any) -> None:
+    ev = sub.add_parser("eval", parents=[model_arguments()],
+                        help="score the current prompt on dev and test")
+    ev.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, err: Console) -> int:
+    from gpo_engine.task import load_task, open_llm, score
+
+    task = load_task(args.path, **overrides(args))
+
+    async def run() -> dict[str, Any]:
+        llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                       api_base=args.api_base)
+        try:
+            out: dict[str, Any] = {"path": str(task.path), "model": task.task_model}
+            with err.status(f"scoring {task.path.name} with {task.task_model}"):
+                for part in ("dev", "test"):
+                    res = await score(task, llm, task.prompt.body, task.examples.part(part))
+                    low, high = res.interval()
+                    out[part] = {"score": round(res.score, 2), "n": res.n,
+                                 "correct": sum(o.score for o in res.outcomes),
+                                 "low": round(low, 2), "high": round(high, 2),
+                                 "failures": res.failures}
+            out["usage"] = llm.usage.to_dict()
+            return out
+        finally:
+            llm.close()
+
+    out = asyncio.run(run())
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return EXIT_OK
+    table = Table(title=f"{task.path}  ({task.task_model})")
+    for col in ("split", "n", "score", "95% interval", "failed calls"):
+        table.add_column(col)
+    for part in ("dev", "test"):
+        r = out[part]
+        table.add_row(part, str(r["n"]), f"{r['score']:.1f}%",
+                      f"{r['low']:.1f} - {r['high']:.1f}", str(r["failures"]))
+    Console().print(table)
+    return EXIT_OK

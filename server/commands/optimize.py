@@ -1,0 +1,141 @@
+"""`gpo optimize`: run GPO on a prompt file, with a progress bar per step."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import json
+import sys
+from typing import Any
+
+from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, model_arguments, overrides
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
+
+
+def register(sub: Any) -> None:
+    opt = sub.add_parser("optimize", parents=[model_arguments()], help="run GPO on the prompt")
+    opt.add_argument("--steps", type=int)
+    opt.add_argument("--candidates", type=int)
+    opt.add_argument("--optimizer-model")
+    opt.add_argument("--max-cost", type=float, help="dollar cap for every model the job calls")
+    opt.add_argument("--restart", action="store_true", help="discard the saved trajectory")
+    opt.add_argument("--write", action="store_true", help="rewrite the file's prompt body")
+    opt.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, err: Console) -> int:
+    from gpo_engine.optimizer import optimize_task
+    from gpo_engine.promptfile import with_body
+    from gpo_engine.task import load_task, open_llm, open_store
+
+    task = load_task(args.path, **overrides(args))
+    progress = _ProgressView(err, task.settings.candidates)
+
+    async def run() -> Any:
+        llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                       api_base=args.api_base)
+        store = open_store(args.cache_dir)
+        try:
+            with progress:
+                return await optimize_task(task, llm, store, on_event=progress.on_event,
+                                           restart=args.restart)
+        finally:
+            store.close()
+            llm.close()
+
+    result = asyncio.run(run())
+    if args.write and result.improved:
+        # Re-read: the user may have edited the file while the job ran.
+        from gpo_engine.promptfile import load_prompt
+
+        now = load_prompt(args.path)
+        if now.body != task.prompt.body:
+            err.print("[yellow]the file changed during the run; not writing[/yellow]")
+            return EXIT_FAIL
+        args.path.write_text(with_body(now, result.best), encoding="utf-8")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "written": bool(args.write and result.improved)},
+                         indent=2))
+        return EXIT_OK
+    _print_result(result, args.write)
+    return EXIT_OK
+
+
+class _ProgressView:
+    """A rich progress bar per step, fed by the optimizer's events."""
+
+    def __init__(self, console: Console, candidates: int) -> None:
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                  MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                                  TimeElapsedColumn(), console=console)
+        self._candidates = candidates
+        self._task_id: Any = None
+
+    def __enter__(self) -> _ProgressView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: Event) -> None:
+        p = self._progress
+        if isinstance(event, JobStarted):
+            where = f"resuming at step {event.resumed_at + 1}" if event.resumed_at else "start"
+            p.console.print(f"{event.path}: {where}; initial dev "
+                            f"{event.initial_dev:.1f}% on {event.dev_n} rows")
+        elif isinstance(event, StepStarted):
+            self._task_id = p.add_task(f"step {event.step + 1}/{event.total_steps} "
+                                       f"(budget {event.budget} words)",
+                                       total=self._candidates, note="generating")
+        elif isinstance(event, CandidateScored) and self._task_id is not None:
+            p.update(self._task_id, advance=1, note=f"last {event.score:.0f}%")
+        elif isinstance(event, StepFinished) and self._task_id is not None:
+            step = "none" if event.step_dev is None else f"{event.step_dev:.1f}%"
+            note = (f"step best {step}, best so far {event.best_dev:.1f}%, "
+                    f"{event.rejected} dropped, ${event.cost:.4f}")
+            if event.message:
+                note += f" ({event.message})"
+            p.update(self._task_id, completed=self._candidates, note=note)
+
+
+def _print_result(result: Any, written: bool) -> None:
+    out = Console()
+    table = Table(title=f"{result.path}: {result.steps_done}/{result.total_steps} steps")
+    for col in ("split", "before", "after"):
+        table.add_column(col)
+    for name, before, after in (("dev", result.initial_dev, result.best_dev),
+                                ("test", result.initial_test, result.best_test)):
+        if before is None or after is None:
+            continue
+        table.add_row(f"{name} (n={before.n})", _fmt(before), _fmt(after))
+    out.print(table)
+    usage = result.usage
+    out.print(f"words changed: {result.distance}   calls: {usage['calls']}   "
+              f"cache hits: {usage['cache_hits']}   tokens: {usage['prompt_tokens']} in, "
+              f"{usage['completion_tokens']} out   cost: ${usage['cost']:.4f}", highlight=False)
+    if result.rejected:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items()))
+        out.print(f"dropped candidates: {dropped}", highlight=False)
+    if result.stopped:
+        out.print(f"[yellow]stopped early: {result.stopped}[/yellow]")
+    if not result.improved:
+        out.print("no candidate beat the current prompt on dev; nothing to propose")
+        return
+    diff = difflib.unified_diff(result.initial.splitlines(keepends=True),
+                                result.best.splitlines(keepends=True),
+                                fromfile="current", tofile="proposed")
+    sys.stdout.write("".join(diff) + ("\n" if not result.best.endswith("\n") else ""))
+    if written:
+        out.print(f"written to {result.path}")
+    else:
+        out.print("run again with --write to apply it")
+
+
+def _fmt(s: Any) -> str:
+    return f"{s.score:.1f}% [{s.low:.0f}-{s.high:.0f}]"
