@@ -32,7 +32,7 @@ from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
 
 from .errors import ConfigError
-from .llm import LOCAL_INSTALL_COMMAND, default_cache_dir
+from .llm import LOCAL_INSTALL_COMMAND
 
 PROVIDER = "local"
 N_CTX = 2048
@@ -100,13 +100,26 @@ def require(name: str) -> LocalModelSpec:
 _file_lock = threading.Lock()
 
 
+def models_dir() -> Path:
+    configured = os.environ.get("GPO_MODEL_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "gpo" / "models"
+
+
 def model_file(name: str, cache_dir: Path | None = None) -> Path:
-    """Path of the model's GGUF under <cache>/models/, assembled from the package once.
+    """Path of the model's GGUF, assembled from the package once.
+
+    It lives under $GPO_MODEL_DIR, else ~/.cache/gpo/models (XDG respected),
+    and not under $GPO_CACHE_DIR: a test or a job with a throwaway response
+    cache should not assemble its own 253 MB copy of the weights.
 
     Assembled into a temporary name and renamed, so a crash or a second process
     never leaves (or reads) a half-written model."""
     spec = require(name)
-    folder = (cache_dir or default_cache_dir()) / "models"
+    folder = cache_dir / "models" if cache_dir else models_dir()
     target = folder / spec.filename
     with _file_lock:
         if target.is_file() and target.stat().st_size > 0:
@@ -120,7 +133,7 @@ def model_file(name: str, cache_dir: Path | None = None) -> Path:
         except OSError as exc:
             raise ConfigError(
                 f"cannot write the embedded model to {target}: {exc}; "
-                "set GPO_CACHE_DIR to a writable folder"
+                "set GPO_MODEL_DIR to a writable folder"
             ) from exc
         finally:
             partial.unlink(missing_ok=True)

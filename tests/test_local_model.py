@@ -145,7 +145,7 @@ def test_model_file_write_failure_is_a_config_error(
     tmp_path: Path, fake_package: types.SimpleNamespace
 ) -> None:
     fake_package.fail = True
-    with pytest.raises(ConfigError, match=r"cannot write the embedded model .*GPO_CACHE_DIR"):
+    with pytest.raises(ConfigError, match=r"cannot write the embedded model .*GPO_MODEL_DIR"):
         model_file("fake", cache_dir=tmp_path)
     assert list((tmp_path / "models").iterdir()) == []
 
