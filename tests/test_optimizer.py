@@ -1,0 +1,184 @@
+"""The GPO loop end to end against scripted models behind the test model server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpo_engine.errors import ModelCallError
+from gpo_engine.events import Event, JobFailed, JobFinished, JobStarted, StepFinished
+from gpo_engine.llm import LLM
+from gpo_engine.optimizer import Result, optimize_task, pick_suggestion, race_leaders
+from gpo_engine.task import load_task, open_llm, open_store
+from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
+from tests.model_server import Fault, ModelServer
+from tests.scripted_models import GOOD, ScriptedModels, write_capitals
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+
+
+async def _run(prompt: Path, server: ModelServer, cache: Path, **kw: Any) -> Result:
+    task = load_task(prompt)
+    llm = open_llm(task, cache_dir=cache, api_base=server.api_base)
+    llm_retry_fast(llm)
+    store = open_store(cache)
+    try:
+        return await optimize_task(task, llm, store, **kw)
+    finally:
+        store.close()
+        llm.close()
+
+
+def llm_retry_fast(llm: LLM) -> None:
+    # Retries back off for a second or more by default; tests need no wait.
+    llm.backoff_base = 0.01
+    llm.max_retries = 1
+
+
+async def test_finds_the_better_prompt_and_saves_every_step(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p")
+    models = ScriptedModels([GOOD, "<START>Tell me more about the country.<END>", "no markers"])
+    events: list[Event] = []
+    async with ModelServer(answer=models.answer) as server:
+        result = await _run(prompt, server, tmp_path / "c", on_event=events.append)
+    assert result.initial_dev.score == 0.0
+    assert result.best.startswith("Name the capital city of the country.\nCountry: {{country}}")
+    assert result.best_dev.score == 100.0 and result.best_dev.n == 8
+    assert result.best_test is not None and result.best_test.score == 100.0
+    assert result.steps_done == 2 and result.stopped == ""
+    assert result.rejected.get("unparseable", 0) >= 1
+    # "Tell me about the" -> "Name the capital city of the": 3 replaced, 2 added.
+    assert result.distance == 5
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "job_started" and kinds[-1] == "job_finished"
+    assert kinds.count("step_started") == kinds.count("step_finished") == 2
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None and saved.steps_done == 2
+    assert saved.best()[0] == result.best
+
+
+async def test_cancelled_run_resumes_at_the_next_step_without_paying_twice(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", steps=3)
+    cancel = asyncio.Event()
+
+    def stop_after_first_step(event: Event) -> None:
+        if isinstance(event, StepFinished):
+            cancel.set()
+
+    models = ScriptedModels()
+    async with ModelServer(answer=models.answer) as server:
+        first = await _run(prompt, server, tmp_path / "c", on_event=stop_after_first_step,
+                           cancel=cancel)
+        assert first.stopped == "cancelled" and first.steps_done == 1
+        calls_first = server.requests
+        events: list[Event] = []
+        second = await _run(prompt, server, tmp_path / "c", on_event=events.append)
+        calls_second = server.requests - calls_first
+    started = [e for e in events if isinstance(e, JobStarted)]
+    assert started[0].resumed_at == 1
+    assert second.steps_done == 3
+    # An uninterrupted run in a fresh cache, for comparison.
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        await _run(prompt, server, tmp_path / "fresh")
+        calls_uninterrupted = server.requests
+    assert calls_first + calls_second <= calls_uninterrupted
+
+
+async def test_a_repeated_run_makes_no_model_calls(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        first = await _run(prompt, server, tmp_path / "c")
+        before = server.requests
+        again = await _run(prompt, server, tmp_path / "c", restart=True)
+        assert server.requests == before
+    assert again.usage["calls"] == 0 and again.usage["cache_hits"] > 0
+    assert again.best == first.best
+
+
+async def test_no_usable_candidate_keeps_going_and_says_so(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p")
+    events: list[Event] = []
+    junk = ["", "Sure! Here is a prompt", "<START><END>",
+            "<START>Describe {{nation}} in detail.<END>"]
+    async with ModelServer(answer=ScriptedModels(junk).answer) as server:
+        result = await _run(prompt, server, tmp_path / "c", on_event=events.append)
+    assert result.steps_done == 2 and not result.improved
+    finished = [e for e in events if isinstance(e, StepFinished)]
+    assert all(e.step_dev is None and "no usable candidate" in e.message for e in finished)
+    assert result.rejected.get("lost_variable", 0) >= 1, result.rejected
+    assert sum(result.rejected.values()) == 2 * 3
+
+
+async def test_outage_fails_the_job_but_keeps_finished_steps(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", steps=3)
+    models = ScriptedModels()
+    events: list[Event] = []
+    down = {"on": False}
+
+    def faults(index: int, body: dict[str, object]) -> Fault | None:
+        return Fault(status=500) if down["on"] else None
+
+    def outage_after_first_step(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepFinished):
+            down["on"] = True
+
+    async with ModelServer(answer=models.answer, faults=faults) as server:
+        with pytest.raises(ModelCallError):
+            await _run(prompt, server, tmp_path / "c", on_event=outage_after_first_step)
+        assert any(isinstance(e, JobFailed) for e in events)
+        down["on"] = False
+        resumed: list[Event] = []
+        result = await _run(prompt, server, tmp_path / "c", on_event=resumed.append)
+    assert next(e for e in resumed if isinstance(e, JobStarted)).resumed_at == 1
+    assert result.steps_done == 3
+    assert isinstance(resumed[-1], JobFinished)
+
+
+async def test_spend_limit_stops_at_a_step_boundary(tmp_path: Path) -> None:
+    # gpt-4o-mini has a price in litellm's local map, so the spend is real dollars.
+    prompt = write_capitals(tmp_path / "p", model="openai/gpt-4o-mini", steps=3,
+                            extra="gpo.max_cost: 0.00001\n")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        result = await _run(prompt, server, tmp_path / "c")
+    assert "spend limit reached" in result.stopped
+    assert result.steps_done < 3
+    assert result.usage["cost"] >= 0.00001
+
+
+def test_race_leaders_keeps_the_top_half_and_ties() -> None:
+    assert race_leaders([]) == []
+    assert race_leaders([10.0, 90.0, 50.0, 70.0]) == [1, 3]
+    assert race_leaders([50.0, 50.0, 50.0, 10.0]) == [0, 1, 2]
+    assert race_leaders([30.0]) == [0]
+    assert race_leaders([20.0, 80.0, 60.0]) == [1, 2]
+
+
+LONG = "Please kindly and carefully say {{x}} out loud now."
+
+
+def _trajectory() -> Trajectory:
+    t = Trajectory("k", "/p", 3, "Say {{x}}.", 40.0, 10)
+    t.steps.append(StepRecord(0, 20, "Say {{x}}.", 0.0, (
+        CandidateRecord("Say {{x}} now.", 1, "scored", 55.0, 10),
+        CandidateRecord(LONG, 7, "scored", 90.0, 10),
+        CandidateRecord("Shout {{x}}.", 1, "raced_out", 99.0, 4),
+    ), LONG, 90.0))
+    return t
+
+
+def test_suggestion_is_the_best_within_the_budget_that_beats_the_file() -> None:
+    t = _trajectory()
+    assert pick_suggestion(t, "Say {{x}}.", budget=10) == (LONG, 90.0)
+    # With a small budget the big rewrite is out of reach; raced-out scores never count.
+    assert pick_suggestion(t, "Say {{x}}.", budget=2) == ("Say {{x}} now.", 55.0)
+    # Nothing beats the file's text when it is already the best.
+    assert pick_suggestion(t, LONG, 3) is None
