@@ -12,12 +12,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpo_server.commands import COMMANDS
-from gpo_server.commands.common import EXIT_FAIL, EXIT_INTERRUPTED
 from rich.console import Console
+from rich.text import Text
 
 from gpo_engine import __version__
 from gpo_engine.errors import GpoError, SourceError
+from gpo_server.commands import COMMANDS
+from gpo_server.commands.common import EXIT_FAIL, EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,14 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except SourceError as exc:
         for problem in exc.problems:
-            err.print(f"[red]{problem.severity}[/red] {problem}", highlight=False, markup=True)
+            _say(err, problem.severity, str(problem))
         return EXIT_FAIL
     except GpoError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        _say(err, "error", str(exc))
         return EXIT_FAIL
     except KeyboardInterrupt:
         err.print("interrupted: finished steps are saved; run the same command to resume")
         return EXIT_INTERRUPTED
+
+
+def _say(console: Console, label: str, message: str) -> None:
+    # Text, not markup: messages quote user input, and "[local]" is not a style.
+    console.print(Text.assemble((label, "red"), " ", message), highlight=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,10 @@ import asyncio
 import json
 from typing import Any
 
-from gpo_server.commands.common import EXIT_OK, model_arguments, overrides
 from rich.console import Console
 from rich.table import Table
+
+from gpo_server.commands.common import EXIT_OK, model_arguments, overrides
 
 
 def register(sub: Any) -> None:

@@ -9,12 +9,12 @@ import json
 import sys
 from typing import Any
 
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, model_arguments, overrides
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
+from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, model_arguments, overrides
 
 
 def register(sub: Any) -> None:
@@ -88,7 +88,7 @@ class _ProgressView:
         if isinstance(event, JobStarted):
             where = f"resuming at step {event.resumed_at + 1}" if event.resumed_at else "start"
             p.console.print(f"{event.path}: {where}; initial dev "
-                            f"{event.initial_dev:.1f}% on {event.dev_n} rows")
+                            f"{event.initial_dev:.1f}% on {event.dev_n} rows", markup=False)
         elif isinstance(event, StepStarted):
             self._task_id = p.add_task(f"step {event.step + 1}/{event.total_steps} "
                                        f"(budget {event.budget} words)",
@@ -123,7 +123,7 @@ def _print_result(result: Any, written: bool) -> None:
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items()))
         out.print(f"dropped candidates: {dropped}", highlight=False)
     if result.stopped:
-        out.print(f"[yellow]stopped early: {result.stopped}[/yellow]")
+        out.print(f"stopped early: {result.stopped}", style="yellow", markup=False)
     if not result.improved:
         out.print("no candidate beat the current prompt on dev; nothing to propose")
         return
@@ -132,7 +132,7 @@ def _print_result(result: Any, written: bool) -> None:
                                 fromfile="current", tofile="proposed")
     sys.stdout.write("".join(diff) + ("\n" if not result.best.endswith("\n") else ""))
     if written:
-        out.print(f"written to {result.path}")
+        out.print(f"written to {result.path}", markup=False, highlight=False)
     else:
         out.print("run again with --write to apply it")
 

