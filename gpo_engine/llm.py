@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, ModelCallError, SpendLimitReached
+from .errors import ConfigError, GpoError, ModelCallError, SpendLimitReached
 
 LOCAL_PREFIX = "local/"
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
@@ -41,6 +41,24 @@ MAX_RETRY_WAIT = 60.0  # seconds; a Retry-After beyond this is capped, not obeye
 _WATCHDOG_GRACE = 5.0
 _EMBED_BATCH = 256  # inputs per embedding request; providers cap this (OpenAI: 2048)
 _CACHE_VERSION = 1  # bump when the cached value's shape changes
+RESPONSES_DIR = "responses"  # the response cache's folder inside the cache directory
+# A model's concurrency limit, once halved by a 429, grows back by one after
+# this many successful calls in a row: slowly, so it settles under the
+# provider's real limit instead of bouncing off it.
+GROW_AFTER = 16
+
+
+class NotCached(GpoError):
+    """An offline LLM was asked for an answer its cache does not hold.
+
+    Not a ModelCallError on purpose: evaluation turns those into a score of 0
+    for one example, while a missing answer must stop an offline run.
+    """
+
+    def __init__(self, model: str, what: str) -> None:
+        self.model = model
+        super().__init__(f"{model}: {what} is not in the response cache and model calls are "
+                         "off (offline)")
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,8 @@ class ModelUsage:
     completion_tokens: int = 0
     cost: float = 0.0
     unknown_price: bool = False  # some successful call had no known price (cost undercounts)
+    rate_limited: int = 0  # 429 answers received (each one halves the model's concurrency)
+    concurrency: int = 0  # the model's adaptive concurrency limit when last used
 
 
 @dataclass
@@ -272,7 +292,7 @@ class _ResponseCache:
         try:
             import diskcache
 
-            self._cache = diskcache.Cache(str(directory / "responses"))
+            self._cache = diskcache.Cache(str(directory / RESPONSES_DIR))
         except Exception as exc:
             self._disable(exc)
 
@@ -313,6 +333,62 @@ class _ResponseCache:
         )
 
 
+class AdaptiveLimit:
+    """How many calls to one model may be in flight: `limit`, between 1 and `ceiling`.
+
+    Additive increase, multiplicative decrease (as TCP does): a 429 halves
+    the limit (once per burst: the 429s of calls that started before the
+    last halving do not halve it again) and, with a Retry-After, holds new
+    calls back until then; GROW_AFTER successes in a row raise it by one,
+    never above the configured ceiling.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.in_flight = 0
+        self.lowest = ceiling  # the lowest the limit went (reported, and asserted in tests)
+        self._streak = 0
+        self._epoch = 0  # bumped by every halving
+        self._resume_at = 0.0  # loop time before which no new call starts (Retry-After)
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> int:
+        """Wait for a slot; returns the epoch to hand back to `release`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self._cond:
+                wait = self._resume_at - loop.time()
+                if wait <= 0 and self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return self._epoch
+                if wait <= 0:
+                    await self._cond.wait()
+                    continue
+            await asyncio.sleep(wait)  # outside the lock: others may release meanwhile
+
+    async def release(self, epoch: int, rate_limited: bool, ok: bool,
+                      retry_after: float | None) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            if rate_limited:
+                self._streak = 0
+                if epoch == self._epoch:
+                    self.limit = max(1, self.limit // 2)
+                    self.lowest = min(self.lowest, self.limit)
+                    self._epoch += 1
+                if retry_after:
+                    now = asyncio.get_running_loop().time()
+                    self._resume_at = max(self._resume_at,
+                                          now + min(retry_after, MAX_RETRY_WAIT))
+            elif ok:
+                self._streak += 1
+                if self.limit < self.ceiling and self._streak >= GROW_AFTER:
+                    self.limit += 1
+                    self._streak = 0
+            self._cond.notify_all()
+
+
 def _litellm() -> Any:
     import litellm
 
@@ -335,6 +411,7 @@ class LLM:
         api_base: str | None = None,
         api_key: str | None = None,
         backoff_base: float = 1.0,
+        offline: bool = False,  # answer from the cache only; a miss raises NotCached
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -349,11 +426,12 @@ class LLM:
         self.api_base = api_base
         self.api_key = api_key
         self.backoff_base = backoff_base
+        self.offline = offline
         self.usage = Usage()
         self._cache = _ResponseCache(cache_dir)
         # asyncio primitives belong to one event loop; a new loop gets new semaphores.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._limits: dict[str, AdaptiveLimit] = {}
 
     # -- public --------------------------------------------------------------
 
@@ -394,6 +472,8 @@ class LLM:
                 cost=0.0,
                 cached=True,
             )
+        if self.offline:
+            raise NotCached(model, "an answer")
         self._check_spend()
         kwargs: dict[str, Any] = {
             "model": model,
@@ -448,6 +528,8 @@ class LLM:
                 found[text] = hit
                 usage.cache_hits += 1
         missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing and self.offline:
+            raise NotCached(model, f"the embedding of {len(missing)} text(s)")
         litellm = _litellm()
         for start in range(0, len(missing), _EMBED_BATCH):
             batch = missing[start : start + _EMBED_BATCH]
@@ -493,14 +575,18 @@ class LLM:
         if self.max_cost is not None and self.usage.cost >= self.max_cost:
             raise SpendLimitReached(self.usage.cost, self.max_cost)
 
-    def _semaphore(self, model: str) -> asyncio.Semaphore:
+    def _limit(self, model: str) -> AdaptiveLimit:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
-            self._semaphores = {}
-        if model not in self._semaphores:
-            self._semaphores[model] = asyncio.Semaphore(self.concurrency)
-        return self._semaphores[model]
+            self._limits = {}
+        if model not in self._limits:
+            self._limits[model] = AdaptiveLimit(self.concurrency)
+        return self._limits[model]
+
+    def concurrency_limit(self, model: str) -> AdaptiveLimit | None:
+        """The model's adaptive limit in the current event loop, once it has been called."""
+        return self._limits.get(model)
 
     async def _prepare_local(self, model: str) -> None:
         # Imported here: local_model imports litellm and llama_cpp.
@@ -516,22 +602,39 @@ class LLM:
         send: Callable[[], Awaitable[Any]],
         check: Callable[[Any], None],
     ) -> Any:
-        """Send with the model's semaphore held, retrying retryable failures.
+        """Send within the model's adaptive concurrency limit, retrying retryable failures.
 
-        The semaphore is released while backing off so the limit counts calls
-        in flight, not calls waiting to retry."""
+        The slot is released while backing off so the limit counts calls in
+        flight, not calls waiting to retry; a 429 halves the limit first, so
+        the retry goes out at the lower concurrency."""
         usage = self.usage.model(model)
+        limit = self._limit(model)
         attempt = 0
         while True:
-            async with self._semaphore(model):
+            epoch = await limit.acquire()
+            failure: Failure | None = None
+            ok = False
+            try:
+                # Checked again here, when the call would go out: calls queued for
+                # a slot all passed the first check back when nothing was spent.
+                self._check_spend()
                 usage.calls += 1
                 try:
                     response = await asyncio.wait_for(send(), self.timeout + _WATCHDOG_GRACE)
                     check(response)
+                    ok = True
                     return response
                 except Exception as exc:
                     failure = classify_error(exc)
                     error = exc
+            finally:
+                rate_limited = failure is not None and failure.kind == "rate_limit"
+                usage.rate_limited += rate_limited
+                # Shielded: a cancelled call must still give its slot back.
+                await asyncio.shield(limit.release(
+                    epoch, rate_limited, ok, failure.wait if failure is not None else None))
+                usage.concurrency = limit.limit
+            assert failure is not None
             if not failure.retry or attempt >= self.max_retries:
                 usage.failures += 1
                 raise ModelCallError(model, failure.kind, failure.message) from error

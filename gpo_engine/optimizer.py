@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gpo_engine import direction, update
+from gpo_engine import direction, stats, update
 from gpo_engine.errors import ModelCallError, SpendLimitReached
 from gpo_engine.evaluate import EvalResult
 from gpo_engine.events import (
@@ -39,10 +39,14 @@ from gpo_engine.trajectory import (
     StepRecord,
     Trajectory,
     TrajectoryStore,
+    same_prompt,
     trajectory_key,
 )
 
 EXEMPLARS = 3  # examples shown to the optimizer per step (paper: 3)
+# The overfitting guard's significance level: a proposal whose held-out test
+# score is lower than the current prompt's with p below this is withheld.
+GUARD_ALPHA = 0.05
 # Sample indexes of different steps must differ, or a step whose meta-prompt
 # repeats an earlier one would get the very same cached candidates back.
 SAMPLES_PER_STEP = 10_000
@@ -84,10 +88,20 @@ class Result:
     usage: dict[str, Any]
     stopped: str = ""  # why the run ended early; "" when it ran every step
     rejected: dict[str, int] = field(default_factory=dict)  # dropped candidates by reason
+    # The overfitting guards' verdicts: the held-out test check of `best` and of
+    # `suggestion` (see held_out_verdict), and the candidates the leak guard dropped.
+    guard: dict[str, Any] = field(default_factory=dict)
 
     @property
     def improved(self) -> bool:
         return self.best != self.initial
+
+    @property
+    def offered(self) -> bool:
+        """Whether `best` is worth proposing: it differs from the initial prompt and
+        its held-out test score is not significantly worse."""
+        verdict = (self.guard.get("best") or {}).get("verdict")
+        return self.improved and verdict != "worse"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +150,9 @@ async def optimize_task(
                                   len(scored), len(record.candidates) - len(scored),
                                   llm.usage.cost, llm.usage.calls, record.message))
     except SpendLimitReached as exc:
+        if trajectory is None:  # reached before the initial prompt was even scored
+            on_event(JobFailed(str(exc), step))
+            raise
         stopped = str(exc)
     except (ModelCallError, OSError) as exc:
         on_event(JobFailed(str(exc), step))
@@ -186,7 +203,14 @@ async def _step(
 
     generation = await update.generate(
         ask_optimizer, current=current, direction=chosen_direction, exemplars=exemplars,
-        budget=budget, n=settings.candidates, variables=task.prompt.variables, base_model=base)
+        budget=budget, n=settings.candidates, variables=task.prompt.variables, base_model=base,
+        train_texts=[text for e in train for text in (*e.inputs.values(), e.expected)])
+    failed = [r for r in generation.rejected if r.reason == "model_error"]
+    if failed and not generation.candidates and len(failed) == len(generation.rejected):
+        # Every optimizer call failed: an outage, not a step without ideas. Raise
+        # before the step is saved, so a retry redoes it instead of skipping it.
+        raise ModelCallError(task.optimizer_model, "systemic",
+                             f"all {len(failed)} optimizer calls failed; first: {failed[0].detail}")
 
     # 4. Score candidates on dev, racing on a slice first when asked to.
     texts = [c.text for c in generation.candidates]
@@ -298,7 +322,7 @@ def pick_suggestion(
     baseline = trajectory.dev_score_of(file_text)
     best: tuple[str, float] | None = None
     for text, dev, _ in trajectory.scored():
-        if text == file_text or update.word_distance(file_text, text) > budget:
+        if same_prompt(text, file_text) or update.word_distance(file_text, text) > budget:
             continue
         if baseline is not None and dev <= baseline:
             continue
@@ -315,16 +339,33 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
     initial_dev = await score(task, llm, initial_text, dev)
     best_dev = await score(task, llm, best_text, dev)
     initial_test = best_test = None
-    if with_test and task.examples.test:
-        initial_test = Summary.of(await score(task, llm, initial_text, task.examples.test))
-        best_test = Summary.of(await score(task, llm, best_text, task.examples.test))
+    tested: dict[str, EvalResult] = {}
+    test_rows = task.examples.test if with_test else ()
+    if test_rows:
+        tested[initial_text] = await score(task, llm, initial_text, test_rows)
+        tested[best_text] = await score(task, llm, best_text, test_rows)
+        initial_test, best_test = Summary.of(tested[initial_text]), Summary.of(tested[best_text])
     budget = current_budget(task, trajectory.steps_done)
     suggestion = pick_suggestion(trajectory, task.prompt.body, budget)
+    if suggestion is not None and test_rows and suggestion[0] not in tested:
+        tested[suggestion[0]] = await score(task, llm, suggestion[0], test_rows)
+    untested = ("stopped before the test split was scored" if task.examples.test
+                else "no test rows")
+    guard: dict[str, Any] = {
+        "alpha": GUARD_ALPHA,
+        "best": held_out_verdict(tested.get(initial_text), tested.get(best_text), untested),
+        "suggestion": (held_out_verdict(tested.get(initial_text), tested.get(suggestion[0]),
+                                    untested) if suggestion else None),
+        "leak_threshold": update.LEAK_THRESHOLD,
+    }
+    if guard["suggestion"] is not None and guard["suggestion"]["verdict"] == "worse":
+        suggestion = None  # withheld: it would likely make the file worse on unseen rows
     rejected: dict[str, int] = {}
     for s in trajectory.steps:
         for c in s.candidates:
             if c.status not in ("scored", "raced_out"):
                 rejected[c.status] = rejected.get(c.status, 0) + 1
+    guard["leaks_dropped"] = rejected.get("leak", 0)
     return Result(
         path=str(task.path), task_model=task.task_model, optimizer_model=task.optimizer_model,
         total_steps=task.settings.steps, steps_done=trajectory.steps_done,
@@ -336,5 +377,23 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
         suggestion=suggestion[0] if suggestion else None,
         suggestion_distance=(update.word_distance(task.prompt.body, suggestion[0])
                              if suggestion else None),
-        current_budget=budget, usage=llm.usage.to_dict(), stopped=stopped, rejected=rejected)
+        current_budget=budget, usage=llm.usage.to_dict(), stopped=stopped, rejected=rejected,
+        guard=guard)
+
+
+def held_out_verdict(before: EvalResult | None, after: EvalResult | None,
+                 untested: str) -> dict[str, Any]:
+    """Whether `after` (a proposal) is significantly worse than `before` (the current
+    prompt) on the held-out test rows, by a paired test on per-example outcomes.
+
+    verdict: "ok" (not significantly worse), "worse" (withhold it), or
+    "untested" (no test outcomes; `untested` says why).
+    """
+    if before is None or after is None:
+        return {"verdict": "untested", "reason": untested}
+    paired = stats.paired_test(_outcomes(before), _outcomes(after), GUARD_ALPHA)
+    return {"verdict": "worse" if paired.regression else "ok",
+            "delta": round(paired.delta, 2), "p_value": round(paired.p_value, 4),
+            "n": paired.n, "method": paired.method, "wins": paired.wins,
+            "losses": paired.losses}
 

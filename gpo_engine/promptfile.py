@@ -79,6 +79,10 @@ class Settings:
     timeout: float = 60.0  # gpo.timeout: seconds per model call
     seed: int = 0  # gpo.seed
     split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # gpo.split: train/dev/test
+    # `gpo check`: a drop fails when a paired test says it is significant at
+    # gpo.check_alpha, or when it is larger than gpo.check_tolerance points.
+    check_alpha: float = 0.05
+    check_tolerance: float = 5.0
 
     def replace(self, **changes: object) -> Settings:
         """A copy with `changes` applied and checked like frontmatter values.
@@ -131,7 +135,8 @@ class Settings:
 
         Left out: where the examples live (their content hash is keyed
         separately), and concurrency, timeout and max_cost, which change how
-        fast or how far a run goes but not what a step computes.
+        fast or how far a run goes but not what a step computes, and the
+        check_* settings, which only judge a score after the fact.
         """
         return {
             "model": self.model,
@@ -241,6 +246,16 @@ def _check_field(name: str, value: object) -> tuple[Any, str | None]:
         return float(value), None  # type: ignore[arg-type]
     if name == "split":
         return _check_split(value)
+    if name == "check_alpha":
+        if not _is_number(value) or not 0 < float(value) < 1:  # type: ignore[arg-type]
+            return None, f"gpo.check_alpha must be a number between 0 and 1, got {_show(value)}"
+        return float(value), None  # type: ignore[arg-type]
+    if name == "check_tolerance":
+        if not _is_number(value) or not 0 <= float(value) <= 100:  # type: ignore[arg-type]
+            return None, (
+                f"gpo.check_tolerance must be a number of points from 0 to 100, got {_show(value)}"
+            )
+        return float(value), None  # type: ignore[arg-type]
     raise AssertionError(f"no check for setting {name}")  # budget is checked by _check_budget
 
 

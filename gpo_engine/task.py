@@ -70,7 +70,10 @@ def task_fn(task: Task, llm: LLM) -> TaskFn:
     """The task model as a function of the rendered prompt (greedy, like the paper's scorer)."""
 
     async def ask(prompt: str) -> str:
-        messages = [{"role": "user", "content": prompt}]
+        # The file's final newline is a property of text files, not of the prompt;
+        # a base model reads a prompt ending "Answer:\n" very differently from one
+        # ending "Answer:" (it starts a new paragraph instead of answering).
+        messages = [{"role": "user", "content": prompt.rstrip()}]
         done = await llm.complete(task.task_model, messages, temperature=0.0,
                                   max_tokens=task.settings.max_tokens)
         return done.text

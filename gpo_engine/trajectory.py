@@ -83,7 +83,7 @@ class Trajectory:
     def dev_score_of(self, text: str) -> float | None:
         """The full-dev score of `text` if it was ever scored, else None."""
         for candidate, dev, _ in self.scored():
-            if candidate == text:
+            if same_prompt(candidate, text):
                 return dev
         return None
 
@@ -105,6 +105,15 @@ class Trajectory:
             for s in data.pop("steps")
         ]
         return cls(steps=steps, **data)
+
+
+def same_prompt(a: str, b: str) -> bool:
+    """Equal as prompts: the file's final newline and outer whitespace do not count.
+
+    An applied suggestion gets the file's final newline back (with_body), and
+    the task model never sees outer whitespace (task.task_fn strips it).
+    """
+    return a.strip() == b.strip()
 
 
 def trajectory_key(fingerprint: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
 from gpo_engine.direction import ScoredPrompt
@@ -25,6 +26,13 @@ START = "<START>"
 END = "<END>"
 MAX_EXEMPLARS = 3
 REVISION_SAMPLE_OFFSET = 1000  # sample index of the revision of sample i: 1000 + i
+
+# The leak guard: a candidate that copies training text (an input or an
+# expected output) into the prompt would score well on rows like it and
+# generalize badly. Copied = rapidfuzz partial_ratio at or above the threshold.
+LEAK_THRESHOLD = 90.0
+LEAK_MIN_CHARS = 20  # shorter texts ("yes", "Paris") are answers a prompt may well name
+LEAK_WINDOW_WORDS = 8  # long texts are compared in overlapping windows of this many words
 
 # Exemplar text is cut to these many characters: the embedded model has a
 # 2048-token context, and a long input would crowd out the prompts themselves.
@@ -54,6 +62,7 @@ class Candidate:
 class Rejected:
     text: str
     # "unparseable" | "empty" | "over_budget" | "lost_variable" | "duplicate" | "model_error"
+    # | "broken_template" | "leak"
     reason: str
     detail: str
 
@@ -525,12 +534,45 @@ def _short(text: str) -> str:
     return text if len(text) <= _REJECTED_TEXT_CHARS else text[:_REJECTED_TEXT_CHARS] + "..."
 
 
+def _fold(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def leak_pieces(texts: Sequence[str], current: str) -> list[str]:
+    """The pieces of training texts a candidate must not copy: each text of at
+    least LEAK_MIN_CHARS (in overlapping windows when long), minus the pieces
+    the current prompt already contains (few-shot examples the user wrote)."""
+    folded_current = _fold(current)
+    pieces: dict[str, None] = {}
+    for text in texts:
+        words = _fold(text).split()
+        step = LEAK_WINDOW_WORDS // 2
+        starts = range(0, max(1, len(words) - LEAK_WINDOW_WORDS + step), step)
+        for start in starts if len(words) > LEAK_WINDOW_WORDS else [0]:
+            piece = " ".join(words[start : start + LEAK_WINDOW_WORDS])
+            if len(piece) >= LEAK_MIN_CHARS:
+                pieces[piece] = None
+    return [p for p in pieces
+            if fuzz.partial_ratio(p, folded_current) < LEAK_THRESHOLD]
+
+
+def find_leak(candidate: str, pieces: Sequence[str]) -> tuple[str, float] | None:
+    """The training piece `candidate` copies best (with its 0-100 match), if any reaches
+    LEAK_THRESHOLD."""
+    if not pieces:
+        return None
+    hit = process.extractOne(_fold(candidate), pieces, scorer=fuzz.partial_ratio,
+                             processor=None, score_cutoff=LEAK_THRESHOLD)
+    return None if hit is None else (str(hit[0]), float(hit[1]))
+
+
 def _screen(
     answer: str | ModelCallError,
     prefilled: bool,
     current: str,
     variables: Sequence[str],
     seen: dict[str, str],
+    leaks: Sequence[str] = (),
 ) -> tuple[str | None, Rejected | None]:
     """The usable prompt in one answer, or why there is none."""
     if isinstance(answer, ModelCallError):
@@ -559,6 +601,10 @@ def _screen(
         problems = [f"drops {{{{{name}}}}}" for name in missing]
         problems += [f"uses unknown {{{{{name}}}}}" for name in invented]
         return None, Rejected(text, "lost_variable", "; ".join(problems))
+    leak = find_leak(text, leaks)
+    if leak is not None:
+        return None, Rejected(text, "leak", f"copies training text {leak[0]!r} "
+                                            f"({leak[1]:.0f}% match)")
     return text, None
 
 
@@ -572,8 +618,12 @@ async def generate(
     n: int,
     variables: Sequence[str],
     base_model: bool,
+    train_texts: Sequence[str] = (),
 ) -> Generation:
     """Ask for n candidates concurrently and keep the usable ones.
+
+    `train_texts` (the training rows' inputs and expected outputs) arm the
+    leak guard: a candidate that copies one of them is rejected as "leak".
 
     `complete(messages, sample_index)` returns the optimizer's text; samples
     use indexes 0..n-1 and the revision of sample i uses 1000 + i, so each has
@@ -594,9 +644,10 @@ async def generate(
     accepted: dict[int, Candidate] = {}
     rejected: dict[int, Rejected] = {}
     over_budget: dict[int, tuple[str, int]] = {}
+    leaks = leak_pieces(train_texts, current)
 
     for index, answer in enumerate(answers):
-        text, problem = _screen(answer, base_model, current, variables, seen)
+        text, problem = _screen(answer, base_model, current, variables, seen, leaks)
         if problem is not None:
             rejected[index] = problem
             continue
@@ -620,10 +671,11 @@ async def generate(
         revisions = await _ask_all(complete, requests)
         for (index, (text, distance)), answer in zip(pending, revisions, strict=True):
             note = f"{distance} words changed, budget {budget}"
-            revised, problem = _screen(answer, base_model, current, variables, seen)
+            revised, problem = _screen(answer, base_model, current, variables, seen, leaks)
             if problem is not None:
-                if problem.reason == "model_error":
-                    rejected[index] = Rejected(text, "model_error", f"{note}; {problem.detail}")
+                if problem.reason in ("model_error", "leak"):
+                    rejected[index] = Rejected(problem.text or text, problem.reason,
+                                               f"{note}; {problem.detail}")
                 else:
                     rejected[index] = Rejected(
                         text, "over_budget", f"{note}; revision unusable: {problem.detail}"

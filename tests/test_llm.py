@@ -55,6 +55,29 @@ def make_llm(server: ModelServer, cache_dir: Path | None, **overrides: object) -
     return LLM(cache_dir=cache_dir, **options)  # type: ignore[arg-type]
 
 
+# -- offline: the cache only ---------------------------------------------------
+
+
+async def test_offline_serves_cached_answers_and_refuses_misses(
+    server: ModelServer, tmp_path: Path
+) -> None:
+    online = make_llm(server, tmp_path)
+    await online.complete(MODEL, HI)
+    await online.embed("openai/embed", ["a"])
+    online.close()
+    offline = make_llm(server, tmp_path, offline=True)
+    assert (await offline.complete(MODEL, HI)).cached
+    assert await offline.embed("openai/embed", ["a"]) == [fake_embedding("a")]
+    with pytest.raises(llm_module.NotCached) as info:
+        await offline.complete(MODEL, [{"role": "user", "content": "new"}])
+    assert not isinstance(info.value, ModelCallError)  # evaluation must not score it as 0
+    assert "not in the response cache" in str(info.value) and info.value.model == MODEL
+    with pytest.raises(llm_module.NotCached, match="embedding of 1 text"):
+        await offline.embed("openai/embed", ["a", "b"])
+    offline.close()
+    assert server.requests == 1 and server.embedding_requests == 1
+
+
 # -- plain calls and the cache -------------------------------------------------
 
 

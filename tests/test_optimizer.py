@@ -15,7 +15,7 @@ from gpo_engine.optimizer import Result, optimize_task, pick_suggestion, race_le
 from gpo_engine.task import load_task, open_llm, open_store
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from tests.model_server import Fault, ModelServer
-from tests.scripted_models import GOOD, ScriptedModels, write_capitals
+from tests.scripted_models import GOOD, ScriptedModels, is_meta_prompt, write_capitals
 
 
 @pytest.fixture(autouse=True)
@@ -143,15 +143,31 @@ async def test_outage_fails_the_job_but_keeps_finished_steps(tmp_path: Path) -> 
     assert isinstance(resumed[-1], JobFinished)
 
 
+async def test_optimizer_outage_is_not_saved_as_an_empty_step(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p")
+
+    def faults(index: int, body: dict[str, Any]) -> Fault | None:
+        return Fault(status=500) if is_meta_prompt(body["messages"]) else None
+
+    async with ModelServer(answer=ScriptedModels().answer, faults=faults) as server:
+        with pytest.raises(ModelCallError, match="all 3 optimizer calls failed"):
+            await _run(prompt, server, tmp_path / "c")
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None and saved.steps_done == 0
+
+
 async def test_spend_limit_stops_at_a_step_boundary(tmp_path: Path) -> None:
     # gpt-4o-mini has a price in litellm's local map, so the spend is real dollars.
+    # The initial scoring costs about $0.00004 and each step about $0.00017.
     prompt = write_capitals(tmp_path / "p", model="openai/gpt-4o-mini", steps=3,
-                            extra="gpo.max_cost: 0.00001\n")
+                            extra="gpo.max_cost: 0.0003\n")
     async with ModelServer(answer=ScriptedModels().answer) as server:
         result = await _run(prompt, server, tmp_path / "c")
     assert "spend limit reached" in result.stopped
     assert result.steps_done < 3
-    assert result.usage["cost"] >= 0.00001
+    assert result.usage["cost"] >= 0.0003
 
 
 def test_race_leaders_keeps_the_top_half_and_ties() -> None:
@@ -180,5 +196,8 @@ def test_suggestion_is_the_best_within_the_budget_that_beats_the_file() -> None:
     assert pick_suggestion(t, "Say {{x}}.", budget=10) == (LONG, 90.0)
     # With a small budget the big rewrite is out of reach; raced-out scores never count.
     assert pick_suggestion(t, "Say {{x}}.", budget=2) == ("Say {{x}} now.", 55.0)
-    # Nothing beats the file's text when it is already the best.
+    # Nothing beats the file's text when it is already the best,
+    # also once it was written back with the file's final newline.
     assert pick_suggestion(t, LONG, 3) is None
+    assert pick_suggestion(t, LONG + "\n", 3) is None
+    assert t.dev_score_of("Say {{x}} now.\n") == 55.0

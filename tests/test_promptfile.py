@@ -268,6 +268,36 @@ def test_bad_values(setting: str, message: str) -> None:
     assert problems_of(doc("model: m", setting)) == [(3, 1, message)]
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("gpo.check_alpha: 0", "gpo.check_alpha must be a number between 0 and 1, got 0"),
+        ("gpo.check_alpha: 1", "gpo.check_alpha must be a number between 0 and 1, got 1"),
+        ("gpo.check_alpha: .nan", "gpo.check_alpha must be a number between 0 and 1, got nan"),
+        ("gpo.check_alpha: high", "gpo.check_alpha must be a number between 0 and 1, "
+                                  "got 'high'"),
+        ("gpo.check_tolerance: -1", "gpo.check_tolerance must be a number of points from 0 "
+                                    "to 100, got -1"),
+        ("gpo.check_tolerance: 101", "gpo.check_tolerance must be a number of points from 0 "
+                                     "to 100, got 101"),
+        ("gpo.check_tolerance: true", "gpo.check_tolerance must be a number of points from 0 "
+                                      "to 100, got True"),
+    ],
+)
+def test_bad_check_values(setting: str, message: str) -> None:
+    assert problems_of(doc("model: m", setting)) == [(3, 1, message)]
+
+
+def test_check_settings_are_read_and_left_out_of_the_fingerprint() -> None:
+    settings = parse_prompt(doc("gpo.check_alpha: 0.01", "gpo.check_tolerance: 0"), P).settings
+    assert (settings.check_alpha, settings.check_tolerance) == (0.01, 0.0)
+    assert (Settings().check_alpha, Settings().check_tolerance) == (0.05, 5.0)
+    assert settings.fingerprint() == Settings().fingerprint()
+    assert Settings().replace(check_tolerance=2).check_tolerance == 2.0
+    with pytest.raises(ConfigError, match=r"gpo\.check_alpha"):
+        Settings().replace(check_alpha=2)
+
+
 def test_split_within_tolerance_is_accepted() -> None:
     prompt = parse_prompt(doc("gpo.split: [0.3333333, 0.3333333, 0.3333334]"), P)
     assert sum(prompt.settings.split) == pytest.approx(1.0)
@@ -651,4 +681,6 @@ def test_settings_field_set_matches_contract() -> None:
         "timeout",
         "seed",
         "split",
+        "check_alpha",
+        "check_tolerance",
     ]

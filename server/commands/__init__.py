@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gpo_server.commands import evaluate, optimize
+from gpo_server.commands import cache, check, daemon, evaluate, optimize, report, trajectory
 
-COMMANDS = (evaluate, optimize)
+COMMANDS = (evaluate, optimize, check, report, trajectory, daemon, cache)

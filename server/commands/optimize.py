@@ -24,7 +24,13 @@ def register(sub: Any) -> None:
     opt.add_argument("--optimizer-model")
     opt.add_argument("--max-cost", type=float, help="dollar cap for every model the job calls")
     opt.add_argument("--restart", action="store_true", help="discard the saved trajectory")
+    opt.add_argument("--daemon", action="store_true",
+                     help="run as a job of the background daemon (started if needed)")
     opt.add_argument("--write", action="store_true", help="rewrite the file's prompt body")
+    opt.add_argument("--yes", "-y", action="store_true",
+                     help="start without asking, whatever the cost estimate")
+    opt.add_argument("--confirm-above", type=float, metavar="DOLLARS",
+                     help="ask before starting when the estimate is above this (default 1.00)")
     opt.set_defaults(run=run)
 
 
@@ -34,7 +40,10 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from gpo_engine.task import load_task, open_llm, open_store
 
     task = load_task(args.path, **overrides(args))
-    progress = _ProgressView(err, task.settings.candidates)
+    estimate = _approve_estimate(task, args, err)
+    if estimate is None:
+        return EXIT_FAIL
+    progress = _ProgressView(err, task.settings.candidates, task.settings.max_cost)
 
     async def run() -> Any:
         llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,
@@ -48,8 +57,14 @@ def run(args: argparse.Namespace, err: Console) -> int:
             store.close()
             llm.close()
 
-    result = asyncio.run(run())
-    if args.write and result.improved:
+    if args.daemon:
+        from gpo_server.commands.daemon import optimize_via_daemon
+
+        with progress:
+            result = optimize_via_daemon(args, err, progress.on_event)
+    else:
+        result = asyncio.run(run())
+    if args.write and result.offered:
         # Re-read: the user may have edited the file while the job ran.
         from gpo_engine.promptfile import load_prompt
 
@@ -59,17 +74,64 @@ def run(args: argparse.Namespace, err: Console) -> int:
             return EXIT_FAIL
         args.path.write_text(with_body(now, result.best), encoding="utf-8")
     if args.json:
-        print(json.dumps({**result.to_dict(), "written": bool(args.write and result.improved)},
-                         indent=2))
+        print(json.dumps({**result.to_dict(), "written": bool(args.write and result.offered),
+                          "estimate": estimate.to_dict()}, indent=2))
         return EXIT_OK
     _print_result(result, args.write)
     return EXIT_OK
 
 
+def _approve_estimate(task: Any, args: argparse.Namespace, err: Console) -> Any:
+    """Print what the run will cost; the Estimate when it may start, None when it
+    must not: over the dollar cap, or over the confirmation threshold without a
+    yes (--yes, or an answer on a terminal)."""
+    from gpo_engine.cost import CONFIRM_ABOVE, describe, estimate
+    from gpo_engine.task import open_store
+    from gpo_engine.trajectory import trajectory_key
+
+    done = 0
+    if not args.restart:  # a resumed run only pays for the steps left
+        store = open_store(args.cache_dir)
+        try:
+            saved = store.load(trajectory_key(task.fingerprint()))
+        finally:
+            store.close()
+        done = saved.steps_done if saved is not None else 0
+    est = estimate(task, steps_done=done)
+    err.print("estimate (before cached answers):", markup=False, highlight=False)
+    for line in describe(est):
+        err.print(line, markup=False, highlight=False)
+    cap = task.settings.max_cost
+    if cap is not None and est.unknown_price:
+        err.print(f"note: the ${cap:.4f} cap cannot count {', '.join(est.unknown_price)} "
+                  "(no price in litellm's map)", style="yellow", markup=False)
+    if cap is not None and est.dollars > cap:
+        err.print(f"refusing to start: the estimate ${est.dollars:.4f} is over the cap "
+                  f"${cap:.4f} (--max-cost / gpo.max_cost); raise the cap or lower "
+                  "gpo.steps / gpo.candidates", style="red", markup=False, highlight=False)
+        return None
+    threshold = CONFIRM_ABOVE if args.confirm_above is None else args.confirm_above
+    if est.dollars <= threshold or args.yes:
+        return est
+    if not sys.stdin.isatty():
+        err.print(f"refusing to start: the estimate ${est.dollars:.4f} is over "
+                  f"${threshold:.2f} and there is no terminal to confirm on; pass --yes",
+                  style="red", markup=False, highlight=False)
+        return None
+    err.print(f"start it? the estimate is ${est.dollars:.4f} [y/N] ", end="", markup=False,
+              highlight=False)
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        err.print("not started", markup=False)
+        return None
+    return est
+
+
 class _ProgressView:
     """A rich progress bar per step, fed by the optimizer's events."""
 
-    def __init__(self, console: Console, candidates: int) -> None:
+    def __init__(self, console: Console, candidates: int, max_cost: float | None = None) -> None:
+        self._max_cost = max_cost
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
                                   TimeElapsedColumn(), console=console)
@@ -97,8 +159,11 @@ class _ProgressView:
             p.update(self._task_id, advance=1, note=f"last {event.score:.0f}%")
         elif isinstance(event, StepFinished) and self._task_id is not None:
             step = "none" if event.step_dev is None else f"{event.step_dev:.1f}%"
+            spent = f"${event.cost:.4f}"
+            if self._max_cost is not None:
+                spent += f" of ${self._max_cost:.4f}"
             note = (f"step best {step}, best so far {event.best_dev:.1f}%, "
-                    f"{event.rejected} dropped, ${event.cost:.4f}")
+                    f"{event.rejected} dropped, {spent}")
             if event.message:
                 note += f" ({event.message})"
             p.update(self._task_id, completed=self._candidates, note=note)
@@ -127,6 +192,16 @@ def _print_result(result: Any, written: bool) -> None:
     if not result.improved:
         out.print("no candidate beat the current prompt on dev; nothing to propose")
         return
+    verdict = (result.guard or {}).get("best") or {}
+    if verdict.get("verdict") == "worse":
+        out.print(f"not proposing the best prompt: on the held-out test rows it scores "
+                  f"{verdict['delta']:+.1f} points against the current prompt (p = "
+                  f"{verdict['p_value']:.3f}, paired {verdict['method']} test), significantly "
+                  "worse: it overfits the dev rows", style="yellow", markup=False)
+        return
+    if verdict.get("verdict") == "ok":
+        out.print(f"held-out test: {verdict['delta']:+.1f} points (p = {verdict['p_value']:.3f}, "
+                  f"n = {verdict['n']}), not significantly worse", markup=False, highlight=False)
     diff = difflib.unified_diff(result.initial.splitlines(keepends=True),
                                 result.best.splitlines(keepends=True),
                                 fromfile="current", tofile="proposed")

@@ -1,0 +1,225 @@
+"""The one way the CLI and the language server talk to the daemon.
+
+An aiohttp client over the daemon's Unix socket (or its TCP address with the
+bearer token), one method per route, errors raised as `DaemonError` with the
+daemon's code and message. `connect()` finds the running daemon through the
+runtime directory's status file and starts one when none is serving.
+
+This module must stay light: the language server imports it, so it never
+imports litellm, nor anything of gpo_engine that does (task, llm, optimizer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from gpo_server import runtime
+
+TERMINAL = ("finished", "failed", "cancelled")
+
+
+class DaemonError(Exception):
+    """The daemon refused a request (or could not be reached: status 0)."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or {}
+
+
+class DaemonClient:
+    """Async client of one daemon; use as `async with DaemonClient(address) as c:`."""
+
+    def __init__(self, address: str, token: str | None = None, timeout: float = 300.0) -> None:
+        self.address = address
+        self._token = token
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_status(cls, status: runtime.Status, directory: Path) -> DaemonClient:
+        token = runtime.read_token(directory) if status.is_tcp else None
+        return cls(status.address, token)
+
+    async def __aenter__(self) -> DaemonClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- routes ---------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        return await self._json("GET", "/v1/health")
+
+    async def register_roots(self, roots: Sequence[str | Path]) -> list[str]:
+        """Workspace folders whose files this client may ask about."""
+        out = await self._json("POST", "/v1/roots", {"roots": [str(r) for r in roots]})
+        return list(out["roots"])
+
+    async def create_job(self, path: str | Path, overrides: dict[str, Any] | None = None,
+                         restart: bool = False) -> tuple[dict[str, Any], bool]:
+        """Start optimizing `path`; returns (job, created). An active job of the same
+        file is returned instead of starting a second one (created=False)."""
+        out = await self._json("POST", "/v1/jobs", {"path": str(Path(path).absolute()),
+                                                     "overrides": overrides or {},
+                                                     "restart": restart})
+        return out["job"], bool(out["created"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return (await self._json("GET", f"/v1/jobs/{job_id}"))["job"]
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return list((await self._json("GET", "/v1/jobs"))["jobs"])
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return (await self._json("POST", f"/v1/jobs/{job_id}/cancel"))["job"]
+
+    async def prompt_state(self, path: str | Path) -> dict[str, Any]:
+        return await self._json("GET", "/v1/prompts", params={"path": str(Path(path).absolute())})
+
+    async def evaluate(self, path: str | Path, text: str | None = None,
+                       splits: Sequence[str] = ("dev", "test"),
+                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": str(Path(path).absolute()), "splits": list(splits),
+                                "overrides": overrides or {}}
+        if text is not None:
+            body["text"] = text
+        return await self._json("POST", "/v1/evaluate", body)
+
+    async def shutdown(self) -> None:
+        await self._json("POST", "/v1/shutdown")
+
+    async def events(self, job_id: str, since: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """The job's events (earlier ones first), until its `end` event."""
+        session = self._open()
+        headers = {"Last-Event-ID": str(since)} if since else {}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        try:
+            async with session.get(self._url(f"/v1/jobs/{job_id}/events"), headers=headers,
+                                   timeout=timeout) as response:
+                if response.status >= 400:
+                    raise await _error_of(response)
+                async for event in _parse_sse(response.content):
+                    yield event
+        except aiohttp.ClientConnectionError as exc:
+            raise DaemonError(0, "unreachable", f"lost the daemon at {self.address}: {exc}") \
+                from exc
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        """Follow the job's events until it ends; returns the job."""
+        async for _ in self.events(job_id):
+            pass
+        return await self.job(job_id)
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector: aiohttp.BaseConnector | None = None
+            if self.address.startswith("unix:"):
+                connector = aiohttp.UnixConnector(path=self.address[len("unix:"):])
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self._timeout))
+        return self._session
+
+    def _url(self, route: str) -> str:
+        if self.address.startswith("unix:"):
+            return f"http://gpo-daemon{route}"  # the host is ignored over a Unix socket
+        return f"{self.address}{route}"
+
+    async def call(self, method: str, route: str, *, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """Send `raw` bytes to any route (for API explorers and tests of bad input)."""
+        return await self._json(method, route, raw=raw, headers=headers)
+
+    async def _json(self, method: str, route: str, body: Any = None,
+                    params: dict[str, str] | None = None, raw: bytes | None = None,
+                    headers: dict[str, str] | None = None) -> dict[str, Any]:
+        session = self._open()
+        payload: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+        try:
+            async with session.request(method, self._url(route), params=params,
+                                       headers=headers, **payload) as response:
+                if response.status >= 400:
+                    raise await _error_of(response)
+                data: dict[str, Any] = await response.json()
+                return data
+        except aiohttp.ClientConnectionError as exc:
+            raise DaemonError(0, "unreachable",
+                              f"cannot reach the gpo daemon at {self.address}: {exc}") from exc
+
+
+async def _error_of(response: aiohttp.ClientResponse) -> DaemonError:
+    try:
+        body = await response.json(content_type=None)
+        err = body["error"]
+        extra = {k: v for k, v in err.items() if k not in ("code", "message")}
+        return DaemonError(response.status, str(err["code"]), str(err["message"]), extra)
+    except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError):
+        text = (await response.text())[:200]
+        return DaemonError(response.status, "http_error", text or response.reason or "error")
+
+
+async def _parse_sse(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """Events of a text/event-stream; only `data` matters (each is one JSON object)."""
+    data: list[str] = []
+    async for raw in stream:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+                data = []
+            continue
+        if line.startswith(":"):
+            continue  # keep-alive comment
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+
+
+async def connect(directory: Path | None = None, *, start: bool = True,
+                  daemon_args: Sequence[str] = (), timeout: float = 30.0) -> DaemonClient:
+    """A client of the user's daemon, starting it (with `daemon_args`) when none serves."""
+    root = runtime.ensure_runtime_dir(directory)
+    if start:
+        # Spawning and waiting for the socket block; keep the caller's loop free meanwhile.
+        status = await asyncio.to_thread(runtime.ensure_daemon, root, daemon_args, timeout)
+    else:
+        found = runtime.live_status(root)
+        if found is None:
+            raise DaemonError(0, "not_running", f"no gpo daemon is running in {root}")
+        status = found
+    return DaemonClient.for_status(status, root)
+
+
+def event_object(data: dict[str, Any]) -> Any:
+    """The engine's typed event for a stream event (None for daemon-only kinds like `state`),
+    so a consumer written for in-process events (the CLI's progress bar) works unchanged."""
+    from gpo_engine import events  # light: no model layer
+
+    kinds = {"job_started": events.JobStarted, "step_started": events.StepStarted,
+             "candidate_scored": events.CandidateScored, "step_finished": events.StepFinished,
+             "job_finished": events.JobFinished, "job_failed": events.JobFailed}
+    cls = kinds.get(str(data.get("kind")))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "kind"}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,442 @@
+"""The daemon's jobs: one GPO run per prompt file, in the background.
+
+A registry keeps at most one active job per prompt file (a second request for
+the same file gets the running job), runs jobs as asyncio tasks with a cap on
+how many run at once, fans every event out to the subscribers of the job's
+event stream, keeps each job's spend, and rides out model outages: a job
+whose model calls keep failing is marked `waiting` (rate limited) or
+`failing` (timeouts, server errors) with the reason, and retried with
+exponential backoff; the trajectory saved at every finished step and the
+response cache make a retry resume where it stopped, paying nothing twice.
+Active jobs are written to a small JSON file so a restarted daemon (even one
+killed with SIGKILL) picks them up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
+from gpo_engine.events import Event
+from gpo_engine.llm import LLM, Usage
+from gpo_engine.optimizer import optimize_task
+from gpo_engine.task import Task, load_task, open_llm, open_store
+from gpo_engine.trajectory import TrajectoryStore
+from gpo_server.runtime import write_private
+
+log = logging.getLogger("gpo.daemon")
+
+ACTIVE = ("queued", "running", "waiting", "failing")
+TERMINAL = ("finished", "failed", "cancelled")
+# Outages worth waiting out ("systemic": most rows of an evaluation failed, each for one
+# of these); "auth" and "other" (a 400, a bad model name) need a person.
+RETRYABLE_KINDS = ("timeout", "rate_limit", "server", "bad_response", "systemic")
+_MAX_EVENTS = 2000  # per job; a stream that reconnects later gets the most recent ones
+_MAX_FINISHED = 200  # terminal jobs kept for `jobs list`
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Job-level backoff after a model outage outlasted the llm layer's own retries."""
+
+    base: float = 2.0  # seconds before the first retry; doubled each time
+    cap: float = 300.0
+    attempts: int = 20  # consecutive failed attempts (no step finished between) before giving up
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.cap, self.base * 2 ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    cache_dir: Path | None = None  # None: the engine's default ($GPO_CACHE_DIR, ~/.cache/gpo)
+    api_base: str | None = None  # every model call goes to this endpoint when set
+    call_retries: int | None = None  # the llm layer's retries per call; None: its default
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_running: int = 4  # jobs optimizing at once; the rest wait in `queued`
+    state_file: Path | None = None  # where active jobs are kept for a restart
+
+
+class UnknownJob(KeyError):
+    """No job with that id."""
+
+
+@dataclass
+class Job:
+    id: str
+    path: str  # resolved absolute path of the .prompt file
+    overrides: dict[str, Any]
+    restart: bool
+    task: Task
+    created: float = field(default_factory=time.time)
+    state: str = "queued"
+    started: float | None = None
+    ended: float | None = None
+    step: int = 0  # steps finished
+    total_steps: int = 0
+    budget: int | None = None
+    initial_dev: float | None = None
+    best_dev: float | None = None
+    resumed_at: int | None = None
+    error: str = ""  # the last failure's message (kept after a recovery, for the record)
+    error_kind: str = ""
+    retry_at: float | None = None
+    attempts: int = 0
+    failures: int = 0  # consecutive failed attempts
+    prior_cost: float = 0.0  # spend of earlier daemon lives (a resumed job)
+    prior_calls: int = 0
+    result: dict[str, Any] | None = None
+    usage: Usage | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    seq: int = 0
+    subscribers: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_requested: bool = False
+    runner: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def cost(self) -> float:
+        return self.prior_cost + (self.usage.cost if self.usage else 0.0)
+
+    @property
+    def calls(self) -> int:
+        return self.prior_calls + (self.usage.calls if self.usage else 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "id": self.id,
+            "path": self.path,
+            "state": self.state,
+            "overrides": self.overrides,
+            "created": self.created,
+            "started": self.started,
+            "ended": self.ended,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "budget": self.budget,
+            "initial_dev": self.initial_dev,
+            "best_dev": self.best_dev,
+            "resumed_at": self.resumed_at,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "retry_in": (round(max(0.0, self.retry_at - now), 3)
+                         if self.retry_at is not None and self.state in ("waiting", "failing")
+                         else None),
+            "attempts": self.attempts,
+            "spend": {"cost": self.cost, "calls": self.calls,
+                      "cache_hits": self.usage.cache_hits if self.usage else 0,
+                      "prompt_tokens": self.usage.prompt_tokens if self.usage else 0,
+                      "completion_tokens": self.usage.completion_tokens if self.usage else 0},
+            "result": self.result,
+        }
+
+
+TaskLoader = Callable[[str, dict[str, Any]], Task]
+
+
+def default_loader(path: str, overrides: dict[str, Any]) -> Task:
+    return load_task(path, **overrides)
+
+
+class JobRegistry:
+    """Every job of this daemon, by id, with at most one active job per file."""
+
+    def __init__(self, config: RunnerConfig, loader: TaskLoader = default_loader) -> None:
+        self.config = config
+        self._loader = loader
+        self._jobs: dict[str, Job] = {}
+        self._active_by_path: dict[str, str] = {}
+        self._slots = asyncio.Semaphore(max(1, config.max_running))
+        self._closing = False
+        self._store: TrajectoryStore | None = None
+
+    # -- queries -------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise UnknownJob(job_id) from None
+
+    def jobs(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda j: j.created)
+
+    def active_for(self, path: str) -> Job | None:
+        job_id = self._active_by_path.get(path)
+        return self._jobs[job_id] if job_id else None
+
+    def latest_for(self, path: str) -> Job | None:
+        """The active job of a file, else its most recent one."""
+        active = self.active_for(path)
+        if active is not None:
+            return active
+        mine = [j for j in self._jobs.values() if j.path == path]
+        return max(mine, key=lambda j: j.created) if mine else None
+
+    def running_count(self) -> int:
+        return sum(1 for j in self._jobs.values() if j.active)
+
+    def total_cost(self) -> float:
+        return sum(j.cost for j in self._jobs.values())
+
+    def store(self) -> TrajectoryStore:
+        """One trajectory store for the daemon's readers (prompt state)."""
+        if self._store is None:
+            self._store = open_store(self.config.cache_dir)
+        return self._store
+
+    # -- commands ------------------------------------------------------------
+
+    def create(self, path: str, overrides: dict[str, Any], restart: bool,
+               task: Task) -> tuple[Job, bool]:
+        """Start a job for `path`, or return the one already active (created=False)."""
+        existing = self.active_for(path)
+        if existing is not None:
+            return existing, False
+        job = Job(uuid.uuid4().hex[:12], path, dict(overrides), restart, task,
+                  total_steps=task.settings.steps)
+        self._add(job)
+        return job, True
+
+    def load_task(self, path: str, overrides: dict[str, Any]) -> Task:
+        return self._loader(path, overrides)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.active:
+            job.cancel_requested = True
+            job.cancel_event.set()
+            if job.runner is not None:
+                # Immediately, not at the next step boundary: finished steps are saved
+                # and answered calls cached, so only the step under way is dropped.
+                job.runner.cancel()
+        return job
+
+    async def resume_saved(self) -> list[Job]:
+        """Pick up the jobs that were active when the previous daemon stopped or died."""
+        state_file = self.config.state_file
+        if state_file is None or not state_file.exists():
+            return []
+        try:
+            saved = json.loads(state_file.read_text(encoding="utf-8"))
+            entries = list(saved["jobs"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable %s: %s", state_file, exc)
+            return []
+        resumed: list[Job] = []
+        for entry in entries:
+            try:
+                path, overrides = str(entry["path"]), dict(entry.get("overrides") or {})
+                task = await asyncio.to_thread(self._loader, path, overrides)
+            except (GpoError, KeyError, TypeError, ValueError) as exc:
+                log.warning("not resuming a job for %s: %s", entry, exc)
+                continue
+            if self.active_for(path) is not None:
+                continue
+            job = Job(str(entry.get("id") or uuid.uuid4().hex[:12]), path, overrides, False,
+                      task, created=float(entry.get("created") or time.time()),
+                      total_steps=task.settings.steps,
+                      prior_cost=float(entry.get("cost") or 0.0),
+                      prior_calls=int(entry.get("calls") or 0))
+            self._add(job)
+            resumed.append(job)
+        return resumed
+
+    async def close(self) -> None:
+        """Stop every job between two awaits (a trajectory save is never cut in half),
+        keep the active ones in the state file for the next daemon, close the stores."""
+        self._closing = True
+        self._save()
+        runners = [j.runner for j in self._jobs.values() if j.runner is not None]
+        for runner in runners:
+            runner.cancel()
+        if runners:
+            await asyncio.gather(*runners, return_exceptions=True)
+        for job in self._jobs.values():
+            self._end_streams(job)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- events --------------------------------------------------------------
+
+    def subscribe(self, job: Job, since: int = 0
+                  ) -> tuple[list[dict[str, Any]], asyncio.Queue[dict[str, Any] | None] | None]:
+        """Events after seq `since`, and a queue of the ones to come (None when it ended)."""
+        backlog = [e for e in job.events if e["seq"] > since]
+        if not job.active or self._closing:
+            return backlog, None
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        job.subscribers.add(queue)
+        return backlog, queue
+
+    def unsubscribe(self, job: Job, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        job.subscribers.discard(queue)
+
+    def _emit(self, job: Job, payload: dict[str, Any]) -> None:
+        job.seq += 1
+        event = {"seq": job.seq, "job": job.id, "time": time.time(), **payload}
+        job.events.append(event)
+        if len(job.events) > _MAX_EVENTS:
+            del job.events[: len(job.events) - _MAX_EVENTS]
+        for queue in job.subscribers:
+            queue.put_nowait(event)
+
+    def _end_streams(self, job: Job) -> None:
+        for queue in job.subscribers:
+            queue.put_nowait(None)
+        job.subscribers.clear()
+
+    def _on_engine_event(self, job: Job, event: Event) -> None:
+        data = event.to_dict()
+        kind = data.get("kind")
+        if kind == "job_started":
+            job.resumed_at = data["resumed_at"]
+            job.step = data["resumed_at"]
+            job.initial_dev = data["initial_dev"]
+            if job.best_dev is None:
+                job.best_dev = data["initial_dev"]
+        elif kind == "step_started":
+            job.budget = data["budget"]
+        elif kind == "step_finished":
+            job.step = data["step"] + 1
+            job.best_dev = data["best_dev"]
+            job.failures = 0  # progress: the outage (if any) is over
+            self._save()
+        self._emit(job, data)
+        if job.state in ("waiting", "failing") and kind in ("candidate_scored", "step_finished"):
+            # Calls are answered again: only now is the outage over for the people watching.
+            job.retry_at = None
+            self._set_state(job, "running")
+
+    def _set_state(self, job: Job, state: str, **extra: Any) -> None:
+        job.state = state
+        self._emit(job, {"kind": "state", "state": state, "error": job.error,
+                         "error_kind": job.error_kind, **extra})
+
+    # -- running -------------------------------------------------------------
+
+    def _add(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._active_by_path[job.path] = job.id
+        self._forget_old()
+        self._save()
+        self._emit(job, {"kind": "state", "state": "queued", "error": "", "error_kind": ""})
+        job.runner = asyncio.get_running_loop().create_task(self._run(job),
+                                                            name=f"gpo-job-{job.id}")
+
+    async def _run(self, job: Job) -> None:
+        try:
+            async with self._slots:
+                job.started = time.time()
+                await self._attempts(job)
+        except asyncio.CancelledError:
+            if not job.cancel_requested:
+                raise  # the daemon is closing: the job stays in the state file
+            job.state = "cancelled"
+        except Exception as exc:  # a bug must not take the daemon down with it
+            log.exception("job %s crashed", job.id)
+            job.error, job.error_kind = f"internal error: {exc!r}", "internal"
+            job.state = "failed"
+        finally:
+            if job.state in TERMINAL:
+                self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        job.ended = time.time()
+        job.retry_at = None
+        if self._active_by_path.get(job.path) == job.id:
+            del self._active_by_path[job.path]
+        self._save()
+        self._emit(job, {"kind": "end", "state": job.state, "error": job.error,
+                         "error_kind": job.error_kind, "result": job.result})
+        self._end_streams(job)
+
+    async def _attempts(self, job: Job) -> None:
+        config = self.config
+        llm = open_llm(job.task, cache_dir=config.cache_dir, api_base=config.api_base)
+        if config.call_retries is not None:
+            llm.max_retries = config.call_retries
+        job.usage = llm.usage
+        store = open_store(config.cache_dir)
+        restart = job.restart
+        try:
+            while True:
+                job.attempts += 1
+                if job.failures == 0:
+                    self._set_state(job, "running")
+                # else: it stays waiting/failing until a call succeeds (see _on_engine_event)
+                try:
+                    result = await optimize_task(
+                        job.task, llm, store, restart=restart, cancel=job.cancel_event,
+                        on_event=lambda event: self._on_engine_event(job, event))
+                except ModelCallError as exc:
+                    restart = False  # what finished is saved: never start over on a retry
+                    job.failures += 1
+                    job.error, job.error_kind = str(exc), exc.kind
+                    if exc.kind not in RETRYABLE_KINDS or job.failures >= config.retry.attempts:
+                        job.state = "failed"
+                        return
+                    await self._back_off(job, exc)
+                    continue
+                except (SourceError, ConfigError, GpoError, OSError) as exc:
+                    job.error, job.error_kind = str(exc), type(exc).__name__
+                    job.state = "failed"
+                    return
+                job.result = result.to_dict()
+                job.step = result.steps_done
+                job.state = "cancelled" if result.stopped == "cancelled" else "finished"
+                return
+        finally:
+            store.close()
+            _close_llm(llm)
+
+    async def _back_off(self, job: Job, exc: ModelCallError) -> None:
+        delay = self.config.retry.delay(job.failures)
+        job.retry_at = time.time() + delay
+        # A provider that says "slow down" is waited for; one that errors or hangs is failing.
+        # An evaluation's systemic failure carries the first row's error in its message.
+        limited = exc.kind == "rate_limit" or (exc.kind == "systemic" and "rate_limit" in str(exc))
+        state = "waiting" if limited else "failing"
+        log.warning("job %s %s: %s; retrying in %.1f s", job.id, state, exc, delay)
+        self._set_state(job, state, retry_in=delay)
+        await asyncio.sleep(delay)
+
+    # -- persistence -----------------------------------------------------------
+
+    def _forget_old(self) -> None:
+        done = [j for j in self._jobs.values() if not j.active]
+        for job in sorted(done, key=lambda j: j.created)[: max(0, len(done) - _MAX_FINISHED)]:
+            del self._jobs[job.id]
+
+    def _save(self) -> None:
+        """Write the active jobs (what a restarted daemon must resume)."""
+        state_file = self.config.state_file
+        if state_file is None:
+            return
+        entries = [{"id": j.id, "path": j.path, "overrides": j.overrides, "created": j.created,
+                    "cost": j.cost, "calls": j.calls}
+                   for j in self.jobs() if j.active]
+        try:
+            write_private(state_file, json.dumps({"jobs": entries}, indent=1))
+        except OSError as exc:
+            log.warning("could not save %s: %s", state_file, exc)
+
+
+def _close_llm(llm: LLM) -> None:
+    with contextlib.suppress(Exception):
+        llm.close()

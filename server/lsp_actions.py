@@ -1,0 +1,135 @@
+"""Code actions offered on a `.prompt` file: titles, cheap listing, and the resolved edit.
+
+Listing runs on every cursor move, so it only reads the cached prompt state;
+the apply action carries no edit until `codeAction/resolve`, where the edit
+is computed against the document as it is then (Neovim 0.7 and VS Code both
+resolve). The other actions are server commands (workspace/executeCommand)
+with the document URI as their one argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsprotocol.types import (
+    CodeAction,
+    CodeActionDisabled,
+    CodeActionKind,
+    Command,
+    WorkspaceEdit,
+)
+
+from gpo_engine.promptfile import PromptFile
+from gpo_server.lsp_edits import suggestion_workspace_edit
+from gpo_server.prompt_state import PromptState, Suggestion, same_prompt
+
+COMMAND_OPTIMIZE = "gpo.optimize"
+COMMAND_STOP = "gpo.stop"
+COMMAND_RESCORE = "gpo.rescore"
+COMMANDS = (COMMAND_OPTIMIZE, COMMAND_STOP, COMMAND_RESCORE)
+
+OPTIMIZE_TITLE = "Optimize this prompt"
+STOP_TITLE = "Stop optimizing"
+RESCORE_TITLE = "Re-score"
+APPLY_KIND = "gpo.apply"  # the `data.action` tag of the apply action
+
+
+def format_gain(points: float) -> str:
+    """Signed points with one decimal, '.0' dropped: +7.5, +10, -2.25 -> -2.2."""
+    text = f"{points:+.1f}"
+    if text in ("+0.0", "-0.0"):
+        return "+0"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def apply_title(suggestion: Suggestion, budget: int) -> str:
+    """'Apply GPO suggestion (+7.5 pts, 12/31 words)'."""
+    return (
+        f"Apply GPO suggestion ({format_gain(suggestion.gain)} pts, "
+        f"{suggestion.distance}/{budget} words)"
+    )
+
+
+def list_actions(state: PromptState | None, body: str, uri: str) -> list[CodeAction]:
+    """The actions for a document whose template body is `body`; the apply edit is left out."""
+    actions: list[CodeAction] = []
+    suggestion = state.suggestion_for(body) if state is not None else None
+    if state is not None and suggestion is not None and suggestion.distance <= state.budget:
+        actions.append(
+            CodeAction(
+                title=apply_title(suggestion, state.budget),
+                kind=CodeActionKind.QuickFix,
+                is_preferred=True,
+                data={"action": APPLY_KIND, "uri": uri, "text": suggestion.text},
+            )
+        )
+    running = state is not None and state.job is not None and state.job.active
+    if running:
+        actions.append(_command_action(STOP_TITLE, COMMAND_STOP, uri))
+    else:
+        actions.append(_command_action(OPTIMIZE_TITLE, COMMAND_OPTIMIZE, uri))
+    actions.append(_command_action(RESCORE_TITLE, COMMAND_RESCORE, uri))
+    return actions
+
+
+def _command_action(title: str, command: str, uri: str) -> CodeAction:
+    return CodeAction(
+        title=title,
+        kind=CodeActionKind.Source,
+        command=Command(title=title, command=command, arguments=[uri]),
+    )
+
+
+def apply_data(action: CodeAction) -> tuple[str, str] | None:
+    """(uri, suggestion text) of an apply action coming back for resolve, else None."""
+    data: Any = action.data
+    if not isinstance(data, dict) or data.get("action") != APPLY_KIND:
+        return None
+    uri, text = data.get("uri"), data.get("text")
+    if not isinstance(uri, str) or not isinstance(text, str):
+        return None
+    return uri, text
+
+
+def resolve_apply(action: CodeAction, state: PromptState | None, prompt: PromptFile) -> CodeAction:
+    """The apply action with its edit filled in against the document `prompt` parsed.
+
+    The suggestion must still be the one offered for this text and within
+    the budget: a document edited (or a state updated) between listing and
+    resolving gets no edit, and the action's title says why, rather than an
+    edit picked for other text.
+    """
+    found = apply_data(action)
+    if found is None:
+        return action
+    uri, text = found
+    current = state.suggestion_for(prompt.body) if state is not None else None
+    if (
+        state is None
+        or current is None
+        or not same_prompt(current.text, text)
+        or current.distance > state.budget
+    ):
+        reason = "the document or the suggestion changed; ask for code actions again"
+        return _with(action, disabled=CodeActionDisabled(reason=reason))
+    return _with(action, edit=suggestion_workspace_edit(uri, prompt, current.text))
+
+
+def _with(
+    action: CodeAction,
+    *,
+    edit: WorkspaceEdit | None = None,
+    disabled: CodeActionDisabled | None = None,
+) -> CodeAction:
+    """A copy of the action with an edit or a disabled reason; the client's object is kept."""
+    return CodeAction(
+        title=action.title,
+        kind=action.kind,
+        diagnostics=action.diagnostics,
+        is_preferred=action.is_preferred,
+        disabled=disabled if disabled is not None else action.disabled,
+        edit=edit if edit is not None else action.edit,
+        command=action.command,
+        data=action.data,
+        tags=action.tags,
+    )

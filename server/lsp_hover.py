@@ -1,0 +1,100 @@
+"""Hover markdown for a `.prompt` file, from the cached prompt state and the buffer's body.
+
+Plain markdown lines and bullets only (no tables or HTML): VS Code renders
+it, and Neovim 0.7 shows it readable in a float as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gpo_server.lsp_actions import apply_title, format_gain
+from gpo_server.prompt_state import PromptState, Summary
+
+_BARS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 24  # newest scores kept in the sparkline
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
+    """One bar per score, scaled between the lowest and highest shown; flat -> middle bars."""
+    shown = list(values)[-width:]
+    if not shown:
+        return ""
+    low, high = min(shown), max(shown)
+    if high - low < 1e-9:
+        return _BARS[len(_BARS) // 2 - 1] * len(shown)
+    top = len(_BARS) - 1
+    return "".join(_BARS[round((v - low) / (high - low) * top)] for v in shown)
+
+
+def _score(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def format_summary(summary: Summary) -> str:
+    """'72.5 (n=40, 95% CI 57.1-84.3)'; the interval is left out when unknown."""
+    parts = [f"n={summary.n}"]
+    if summary.low is not None and summary.high is not None:
+        parts.append(f"95% CI {_score(summary.low)}–{_score(summary.high)}")
+    return f"**{_score(summary.score)}** ({', '.join(parts)})"
+
+
+def format_spend(cost: float, unknown_price: bool) -> str:
+    if unknown_price and cost == 0:
+        return "spend unknown (no price for the model)"
+    text = f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
+    return f"spend {text}" + (" (some prices unknown)" if unknown_price else "")
+
+
+def hover_markdown(state: PromptState | None, body: str) -> str:
+    """Scores of `body`, the trajectory's best, step, budget, spend and score history."""
+    if state is None:
+        return (
+            "**GPO**: not yet scored.\n\n"
+            "Run the code action *Re-score* to score this prompt, "
+            "or *Optimize this prompt* to start GPO."
+        )
+    lines = [f"**GPO** · step {state.steps_done}/{state.total_steps} · budget {state.budget} words"]
+    current = state.lookup(body)
+    if current is None:
+        lines.append("")
+        lines.append("*Not yet scored*: this text differs from every evaluated prompt.")
+        lines.append("")
+    else:
+        lines.append("")
+        lines.append(f"- dev: {format_summary(current.dev)}")
+        if current.test is not None:
+            lines.append(f"- test: {format_summary(current.test)}")
+        else:
+            lines.append("- test: not measured")
+    best = state.best()
+    if best is not None:
+        where = "the initial text" if best.step == 0 else f"step {best.step}"
+        relation = ""
+        if current is not None:
+            relation = (
+                " (this text)"
+                if best is current
+                else f" ({format_gain(best.dev.score - current.dev.score)} pts)"
+            )
+        lines.append(f"- best in trajectory: **{_score(best.dev.score)}** dev, {where}{relation}")
+    if state.history:
+        first, last = state.history[0], state.history[-1]
+        lines.append(
+            f"- history: `{sparkline(state.history)}` {_score(first)} → {_score(last)} "
+            f"({len(state.history)} scores)"
+        )
+    suggestion = state.suggestion_for(body)
+    if suggestion is not None:
+        lines.append(f"- ready: {apply_title(suggestion, state.budget)}")
+    job = state.job
+    if job is not None and job.active:
+        lines.append(f"- optimizing: {job.status}, step {job.step}/{job.total_steps}")
+    elif job is not None and job.status == "failed":
+        lines.append(f"- last run failed: {job.message or 'no reason given'}")
+    usage = state.usage
+    lines.append(
+        f"- tokens: {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion · "
+        f"{format_spend(usage.cost, usage.unknown_price)}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,287 @@
+"""The prompt state the language server gets from the daemon, read into typed values.
+
+The daemon's `/v1` prompt-state route answers with one JSON object per
+`.prompt` file. The language server keeps the last one per file and answers
+hover, diagnostics and code actions from it without another round trip, so
+the object carries every evaluated text (the editor buffer may differ from
+the file on disk, and only the server knows the buffer).
+
+Shape (version 1). `Summary` is `{"score": float 0-100, "n": int, "low":
+float | null, "high": float | null}`: a score on one split with its 95%
+interval (null bounds when the per-row outcomes are not kept)::
+
+    {
+      "version": 1,
+      "path": str,               # absolute path of the .prompt file
+      "steps_done": int,         # t: finished optimization steps (0 before any run)
+      "total_steps": int,        # T: gpo.steps of the file's settings
+      "budget": int,             # B_t: words a suggestion may change now
+      "scored": [                # every prompt with a full-dev score, Trajectory.scored() order
+        {"text": str,            #   template body exactly as evaluated
+         "step": int,            #   step it entered the trajectory; 0 = the initial text
+         "dev": Summary,
+         "test": Summary | null} #   held-out score when it was measured
+      ],
+      "history": [float],        # dev score of the initial text, then of each step's chosen
+                                 # prompt (Trajectory.history()), oldest first
+      "suggestion": null | {
+        "text": str,             #   the suggested template body
+        "base": str,             #   the body it was picked against (the file's text)
+        "dev": Summary,
+        "test": Summary | null,
+        "gain": float,           #   dev points over `base` (positive)
+        "distance": int          #   word distance from `base`; never above `budget`
+      },
+      "usage": {"prompt_tokens": int, "completion_tokens": int, "cost": float,
+                "unknown_price": bool},   # LLM.usage.to_dict(); other keys are ignored
+      "job": null | {
+        "id": str,
+        "status": "queued" | "running" | "finished" | "failed" | "cancelled",
+        "step": int,             #   steps finished in this job's run
+        "total_steps": int,
+        "message": str           #   why it failed or stopped; "" otherwise
+      }
+    }
+
+Unknown keys are ignored so the daemon can add fields without breaking an
+older language server; a missing or mistyped known key raises ValueError
+naming it, so a bad answer is reported instead of half-shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+STATE_VERSION = 1
+JOB_STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Summary:
+    score: float  # 0-100
+    n: int
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoredPrompt:
+    text: str
+    step: int
+    dev: Summary
+    test: Summary | None = None
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    base: str
+    dev: Summary
+    test: Summary | None
+    gain: float
+    distance: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    unknown_price: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    step: int
+    total_steps: int
+    message: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
+
+
+@dataclass(frozen=True)
+class PromptState:
+    path: str
+    steps_done: int
+    total_steps: int
+    budget: int
+    scored: tuple[ScoredPrompt, ...]
+    history: tuple[float, ...]
+    suggestion: Suggestion | None
+    usage: Usage
+    job: Job | None
+
+    def lookup(self, body: str) -> ScoredPrompt | None:
+        """The evaluated prompt that `body` is, if any (see same_prompt)."""
+        wanted = normalize(body)
+        for item in self.scored:
+            if normalize(item.text) == wanted:
+                return item
+        return None
+
+    def best(self) -> ScoredPrompt | None:
+        """Highest dev score; on a tie the earliest, as Trajectory.best() decides."""
+        if not self.scored:
+            return None
+        return max(self.scored, key=lambda item: (item.dev.score, -item.step))
+
+    def suggestion_for(self, body: str) -> Suggestion | None:
+        """The suggestion if it was picked against `body` and still changes it.
+
+        A suggestion picked against other text (the buffer was edited since)
+        could exceed the budget against the buffer, so it is withheld until
+        the daemon picks again for the new text.
+        """
+        s = self.suggestion
+        if s is None or not same_prompt(s.base, body) or same_prompt(s.text, body):
+            return None
+        return s
+
+
+def normalize(text: str) -> str:
+    """Text as the prompt sees it: line endings unified, outer line breaks and spaces dropped.
+
+    Applying a suggestion appends the file's final line break (with_body),
+    and a CRLF file gets CRLF bodies; neither changes what was evaluated.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def same_prompt(a: str, b: str) -> bool:
+    return normalize(a) == normalize(b)
+
+
+# ---------------------------------------------------------------------------
+# Reading the JSON object. Each reader names the key path it failed on.
+
+
+def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ValueError(f"prompt state: missing {where}{key}")
+    return data[key]
+
+
+def _int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"prompt state: {name} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"prompt state: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"prompt state: {name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _mapping(value: Any, name: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"prompt state: {name} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _summary(value: Any, name: str) -> Summary:
+    data = _mapping(value, name)
+    low = data.get("low")
+    high = data.get("high")
+    return Summary(
+        score=_number(_get(data, "score", f"{name}."), f"{name}.score"),
+        n=_int(_get(data, "n", f"{name}."), f"{name}.n"),
+        low=None if low is None else _number(low, f"{name}.low"),
+        high=None if high is None else _number(high, f"{name}.high"),
+    )
+
+
+def _optional_summary(value: Any, name: str) -> Summary | None:
+    return None if value is None else _summary(value, name)
+
+
+def _scored(value: Any, index: int) -> ScoredPrompt:
+    name = f"scored[{index}]"
+    data = _mapping(value, name)
+    return ScoredPrompt(
+        text=_text(_get(data, "text", f"{name}."), f"{name}.text"),
+        step=_int(_get(data, "step", f"{name}."), f"{name}.step"),
+        dev=_summary(_get(data, "dev", f"{name}."), f"{name}.dev"),
+        test=_optional_summary(data.get("test"), f"{name}.test"),
+    )
+
+
+def _suggestion(value: Any) -> Suggestion | None:
+    if value is None:
+        return None
+    data = _mapping(value, "suggestion")
+    return Suggestion(
+        text=_text(_get(data, "text", "suggestion."), "suggestion.text"),
+        base=_text(_get(data, "base", "suggestion."), "suggestion.base"),
+        dev=_summary(_get(data, "dev", "suggestion."), "suggestion.dev"),
+        test=_optional_summary(data.get("test"), "suggestion.test"),
+        gain=_number(_get(data, "gain", "suggestion."), "suggestion.gain"),
+        distance=_int(_get(data, "distance", "suggestion."), "suggestion.distance"),
+    )
+
+
+def _usage(value: Any) -> Usage:
+    if value is None:
+        return Usage()
+    data = _mapping(value, "usage")
+    return Usage(
+        prompt_tokens=_int(data.get("prompt_tokens", 0), "usage.prompt_tokens"),
+        completion_tokens=_int(data.get("completion_tokens", 0), "usage.completion_tokens"),
+        cost=_number(data.get("cost", 0.0), "usage.cost"),
+        unknown_price=bool(data.get("unknown_price", False)),
+    )
+
+
+def _job(value: Any) -> Job | None:
+    if value is None:
+        return None
+    data = _mapping(value, "job")
+    status = _text(_get(data, "status", "job."), "job.status")
+    if status not in JOB_STATUSES:
+        raise ValueError(
+            f"prompt state: job.status must be one of {', '.join(JOB_STATUSES)}, got {status!r}"
+        )
+    return Job(
+        id=_text(_get(data, "id", "job."), "job.id"),
+        status=status,
+        step=_int(_get(data, "step", "job."), "job.step"),
+        total_steps=_int(_get(data, "total_steps", "job."), "job.total_steps"),
+        message=_text(data.get("message", ""), "job.message"),
+    )
+
+
+def parse_state(value: Any) -> PromptState:
+    """Read a prompt-state object (shape in the module docstring); ValueError names the bad key."""
+    data = _mapping(value, "the answer")
+    version = data.get("version")
+    if version != STATE_VERSION:
+        raise ValueError(f"prompt state: unsupported version {version!r} (want {STATE_VERSION})")
+    scored = _get(data, "scored", "")
+    if not isinstance(scored, list):
+        raise ValueError("prompt state: scored must be a list")
+    history = _get(data, "history", "")
+    if not isinstance(history, list):
+        raise ValueError("prompt state: history must be a list")
+    return PromptState(
+        path=_text(_get(data, "path", ""), "path"),
+        steps_done=_int(_get(data, "steps_done", ""), "steps_done"),
+        total_steps=_int(_get(data, "total_steps", ""), "total_steps"),
+        budget=_int(_get(data, "budget", ""), "budget"),
+        scored=tuple(_scored(item, i) for i, item in enumerate(scored)),
+        history=tuple(_number(v, f"history[{i}]") for i, v in enumerate(history)),
+        suggestion=_suggestion(data.get("suggestion")),
+        usage=_usage(data.get("usage")),
+        job=_job(data.get("job")),
+    )

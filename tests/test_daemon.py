@@ -1,0 +1,524 @@
+"""The daemon, driven through gpo_server.client over a real Unix socket in a temp dir.
+
+Models are the fault-injection test server (model `openai/x` at the daemon's
+api_base); steps, candidates and example sets are tiny so each test takes
+seconds. The daemon runs in the test's event loop (`serve`), except where a
+separate process matters (the CLI, start on demand, SIGKILL: see
+test_daemon_restart.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from model_server import Fault, ModelServer
+
+from gpo_engine.events import StepFinished
+from gpo_engine.task import load_task, open_store
+from gpo_engine.trajectory import trajectory_key
+from gpo_server import runtime
+from gpo_server.client import DaemonClient, DaemonError, event_object
+from gpo_server.daemon import DaemonConfig, serve
+from gpo_server.jobs import RetryPolicy
+
+REVIEWS = [
+    ("Loved every minute of it.", "positive", "train"),
+    ("Terrible, never again.", "negative", "train"),
+    ("Great value, fast shipping.", "positive", "train"),
+    ("The food was cold.", "negative", "train"),
+    ("Wonderful staff and views.", "positive", "dev"),
+    ("Rude waiter, slow service.", "negative", "dev"),
+    ("Best purchase this year.", "positive", "dev"),
+    ("Broke after one day.", "negative", "dev"),
+    ("A delight from start to end.", "positive", "test"),
+    ("Awful smell in the room.", "negative", "test"),
+    ("Would recommend to friends.", "positive", "test"),
+    ("Waste of money.", "negative", "test"),
+]
+EXPECTED = {review: label for review, label, _ in REVIEWS}
+
+
+def answer(messages: list[dict[str, Any]]) -> str:
+    """Deterministic model: rewrites prompts when asked to, and answers a review
+    correctly only when the prompt says "carefully" (so optimizing helps)."""
+    content = str(messages[-1]["content"])
+    if "<START>" in content:
+        tag = hashlib.sha256(content.encode()).hexdigest()[:4]
+        return f"<START>Decide carefully ({tag}).\nReview: {{{{review}}}}\nSentiment:<END>"
+    found = re.search(r"Review: (.*)", content)
+    review = found.group(1).strip() if found else ""
+    return EXPECTED.get(review, "positive") if "carefully" in content else "positive"
+
+
+def write_task(folder: Path, name: str = "sentiment", steps: int = 3, marker: str = "",
+               extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt = folder / f"{name}.prompt"
+    prompt.write_text(
+        "---\nmodel: openai/x\n"
+        f"gpo.steps: {steps}\ngpo.candidates: 2\ngpo.batch_size: 2\ngpo.racing: false\n"
+        "gpo.max_tokens: 8\ngpo.budget: {initial: 30, final: 10, decay: cosine}\n"
+        f"{extra}---\n{marker}Review: {{{{review}}}}\nSentiment:\n", encoding="utf-8")
+    rows = [json.dumps({"review": r, "expected": e, "split": s}) for r, e, s in REVIEWS]
+    (folder / f"{name}.examples.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return prompt
+
+
+@pytest.fixture(autouse=True)
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+
+
+@pytest.fixture
+def rt_dir() -> Iterator[Path]:
+    # Short, so the socket path fits in sun_path (pytest's tmp_path can be too long).
+    base = Path(tempfile.mkdtemp(prefix="gpo", dir="/tmp"))
+    try:
+        yield base / "rt"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    async with ModelServer(answer=answer) as server:
+        yield server
+
+
+def config_for(rt_dir: Path, model: ModelServer, **changes: Any) -> DaemonConfig:
+    values: dict[str, Any] = {"api_base": model.api_base, "idle_timeout": 0,
+                              "call_retries": 0,
+                              "retry": RetryPolicy(base=0.1, cap=0.5, attempts=1000)}
+    values.update(changes)
+    return DaemonConfig(runtime_dir=rt_dir, **values)
+
+
+@contextlib.asynccontextmanager
+async def daemon(config: DaemonConfig,
+                 roots: tuple[Path, ...] = ()) -> AsyncIterator[tuple[DaemonClient, Any]]:
+    """`serve` in this loop; yields a connected client and the serving task."""
+    ready: asyncio.Future[runtime.Status] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, ready=ready.set_result))
+    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what stopped it
+    client = DaemonClient.for_status(ready.result(), config.runtime_dir)
+    try:
+        if roots:
+            await client.register_roots(roots)
+        yield client, task
+    finally:
+        if not task.done():
+            with contextlib.suppress(DaemonError):
+                await client.shutdown()
+            await asyncio.wait_for(task, 30)
+        await client.close()
+
+
+async def events_until(client: DaemonClient, job_id: str, done: Any) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    async for event in client.events(job_id):
+        seen.append(event)
+        if done(event):
+            break
+    return seen
+
+
+# ---------------------------------------------------------------- runtime and safety
+
+
+async def test_runtime_dir_socket_and_status_file_are_private(
+        rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model)) as (client, _):
+        assert stat.S_IMODE(rt_dir.stat().st_mode) == 0o700
+        sock = rt_dir / runtime.SOCKET_NAME
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert stat.S_IMODE((rt_dir / runtime.STATUS_NAME).stat().st_mode) == 0o600
+        status = runtime.read_status(rt_dir)
+        assert status is not None and status.pid == os.getpid()
+        assert status.address == f"unix:{sock}"
+        health = await client.health()
+        assert health["ok"] and health["pid"] == os.getpid()
+        assert health["version"] == status.version
+        assert health["api_base"] == model.api_base
+    # A clean exit removes what would otherwise look like a running daemon.
+    assert runtime.read_status(rt_dir) is None and not sock.exists()
+
+
+def test_loose_runtime_dir_is_tightened_to_0700(rt_dir: Path) -> None:
+    rt_dir.mkdir(parents=True, mode=0o755)
+    os.chmod(rt_dir, 0o755)
+    runtime.ensure_runtime_dir(rt_dir)
+    assert stat.S_IMODE(rt_dir.stat().st_mode) == 0o700
+
+
+def test_too_long_runtime_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(runtime.RuntimeDirError, match="too long"):
+        runtime.ensure_runtime_dir(tmp_path / ("x" * 120))
+
+
+def test_stale_status_file_with_dead_pid_is_removed(rt_dir: Path) -> None:
+    root = runtime.ensure_runtime_dir(rt_dir)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runtime.write_status(root, runtime.Status(dead.pid, "unix:/nowhere", "0.1.0", 0.0))
+    assert runtime.read_status(root) is not None
+    assert runtime.live_status(root) is None
+    assert not (root / runtime.STATUS_NAME).exists()
+
+
+async def test_second_daemon_in_the_same_dir_refuses_to_start(
+        rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model)) as (client, _):
+        with pytest.raises(runtime.AlreadyRunning):
+            await serve(config_for(rt_dir, model))
+        assert (await client.health())["ok"]  # the first one is untouched
+
+
+async def test_origin_header_is_refused(rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model)) as (client, _):
+        with pytest.raises(DaemonError) as caught:
+            await client.call("GET", "/v1/health", headers={"Origin": "http://evil.example"})
+        assert caught.value.status == 403 and caught.value.code == "origin_refused"
+
+
+async def test_tcp_mode_needs_the_token_from_a_private_file(
+        rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model, tcp=True)) as (client, _):
+        assert client.address.startswith("http://127.0.0.1:")
+        token_file = rt_dir / runtime.TOKEN_NAME
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert (await client.health())["ok"]  # for_status read the token
+        async with DaemonClient(client.address) as stranger:
+            with pytest.raises(DaemonError) as caught:
+                await stranger.health()
+            assert caught.value.status == 401
+        async with DaemonClient(client.address, token="wrong") as guesser:
+            with pytest.raises(DaemonError):
+                await guesser.health()
+    assert not token_file.exists()
+
+
+async def test_paths_outside_the_workspace_roots_are_refused(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    inside = write_task(tmp_path / "ws")
+    outside = write_task(tmp_path / "elsewhere")
+    async with daemon(config_for(rt_dir, model)) as (client, _):
+        with pytest.raises(DaemonError) as caught:
+            await client.create_job(inside)
+        assert caught.value.status == 403 and "no workspace root" in caught.value.message
+        await client.register_roots([tmp_path / "ws"])
+        link = tmp_path / "ws" / "link.prompt"
+        link.symlink_to(outside)
+        sneaky = write_task(tmp_path / "ws" / "sub", name="sneaky",
+                            extra="gpo.examples: ../../elsewhere/sentiment.examples.jsonl\n")
+        for path in (outside, link, tmp_path / "ws" / ".." / "elsewhere" / "sentiment.prompt",
+                     sneaky):
+            for call in (client.create_job(path), client.prompt_state(path),
+                         client.evaluate(path)):
+                with pytest.raises(DaemonError) as caught:
+                    await call
+                assert caught.value.status == 403, path
+                assert caught.value.code == "outside_roots"
+        state = await client.prompt_state(inside)  # inside is fine
+        assert state["path"] == str(inside.resolve())
+        with pytest.raises(DaemonError) as caught:
+            await client.register_roots(["relative/dir"])
+        assert caught.value.status == 400
+
+
+# ---------------------------------------------------------------- malformed requests
+
+
+@pytest.mark.parametrize(("method", "route", "body", "status", "code"), [
+    ("POST", "/v1/jobs", b"{not json", 400, "bad_json"),
+    ("POST", "/v1/jobs", b"\xff\xfe", 400, "bad_json"),
+    ("POST", "/v1/jobs", b"[1, 2]", 400, "bad_request"),
+    ("POST", "/v1/jobs", b"{}", 400, "missing_field"),
+    ("POST", "/v1/jobs", b'{"path": 42}', 400, "wrong_type"),
+    ("POST", "/v1/jobs", b'{"path": "/x.prompt", "restart": "yes"}', 400, "wrong_type"),
+    ("POST", "/v1/jobs", b'{"path": "rel.prompt"}', 400, "bad_path"),
+    ("POST", "/v1/jobs", b'{"path": "WS", "overrides": [1]}', 400, "wrong_type"),
+    ("POST", "/v1/jobs", b'{"path": "WS", "overrides": {"colour": 1}}', 400, "bad_settings"),
+    ("POST", "/v1/jobs", b'{"path": "WS", "overrides": {"steps": 0}}', 400, "bad_settings"),
+    ("POST", "/v1/jobs", b'{"path": "WS", "overrides": {"steps": true}}', 400, "bad_settings"),
+    ("POST", "/v1/jobs", b'{"path": "WSmissing.prompt"}', 404, "file_not_found"),
+    ("POST", "/v1/roots", b'{"roots": "/tmp"}', 400, "wrong_type"),
+    ("POST", "/v1/roots", b'{"roots": [3]}', 400, "wrong_type"),
+    ("POST", "/v1/evaluate", b'{"path": "WS", "splits": ["validation"]}', 400, "bad_request"),
+    ("POST", "/v1/evaluate", b'{"path": "WS", "text": 7}', 400, "wrong_type"),
+    ("POST", "/v1/evaluate", b'{"path": "WS", "text": "{{#if x}}oops"}', 422, "bad_template"),
+    ("GET", "/v1/jobs/nope", None, 404, "unknown_job"),
+    ("POST", "/v1/jobs/nope/cancel", None, 404, "unknown_job"),
+    ("GET", "/v1/jobs/nope/events", None, 404, "unknown_job"),
+    ("GET", "/v1/prompts", None, 400, "missing_field"),
+    ("GET", "/v1/nothing-here", None, 404, "not_found"),
+    ("DELETE", "/v1/health", None, 405, "method_not_allowed"),
+])
+async def test_malformed_requests_get_a_4xx_json_error(
+        rt_dir: Path, model: ModelServer, tmp_path: Path, method: str, route: str,
+        body: bytes | None, status: int, code: str) -> None:
+    prompt = write_task(tmp_path / "ws")
+    if body is not None:
+        body = body.replace(b'"WS', json.dumps(str(prompt))[:-1].encode())
+        body = body.replace(b'.promptmissing.prompt"', b'.missing.prompt"')
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        with pytest.raises(DaemonError) as caught:
+            await client.call(method, route, raw=body)
+        assert (caught.value.status, caught.value.code) == (status, code), caught.value.message
+        assert caught.value.message
+        assert (await client.health())["ok"]  # and it keeps serving
+
+
+async def test_huge_body_is_413_and_the_daemon_keeps_serving(
+        rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model, max_body=4096)) as (client, _):
+        huge = json.dumps({"path": "/x.prompt", "pad": "x" * 100_000}).encode()
+        with pytest.raises(DaemonError) as caught:
+            await client.call("POST", "/v1/jobs", raw=huge)
+        assert caught.value.status == 413 and caught.value.code == "body_too_large"
+        assert (await client.health())["ok"]
+
+
+async def test_broken_prompt_file_is_422_with_located_problems(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws")
+    prompt.write_text("---\nmodel: openai/x\ngpo.steps: [oops\n---\nReview: {{review}}\n")
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        with pytest.raises(DaemonError) as caught:
+            await client.create_job(prompt)
+        assert caught.value.status == 422 and caught.value.code == "invalid_source"
+        problems = caught.value.details["problems"]
+        assert problems and problems[0]["path"].endswith("sentiment.prompt")
+        assert problems[0]["line"] >= 1
+
+
+# ---------------------------------------------------------------- jobs
+
+
+async def test_optimize_a_file_watch_its_events_and_read_its_state(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws")
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        job, created = await client.create_job(prompt)
+        assert created and job["state"] in ("queued", "running")
+        events = [e async for e in client.events(job["id"])]
+        kinds = [e["kind"] for e in events]
+        assert kinds[0] == "state" and kinds[-1] == "end"
+        assert kinds.count("step_finished") == 3
+        assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+        assert isinstance(event_object(next(e for e in events if e["kind"] == "step_finished")),
+                          StepFinished)
+        done = await client.job(job["id"])
+        assert done["state"] == "finished" and done["step"] == 3
+        assert done["result"]["best_dev"]["score"] == 100.0
+        assert done["spend"]["calls"] == model.requests > 0
+        assert [j["id"] for j in await client.jobs()] == [job["id"]]
+        # A late subscriber gets the whole history, then the stream ends.
+        replay = [e async for e in client.events(job["id"])]
+        assert [e["seq"] for e in replay] == [e["seq"] for e in events]
+
+        state = await client.prompt_state(prompt)
+        assert state["version"] == 1 and state["steps_done"] == 3 and state["total_steps"] == 3
+        assert state["job"]["status"] == "finished" and state["job"]["id"] == job["id"]
+        assert state["history"][0] == 0.0 or state["history"][0] == 50.0
+        assert state["scored"][0]["text"] == state["text"]
+        assert state["current"]["dev"]["n"] == 4
+        suggestion = state["suggestion"]
+        assert suggestion is not None and "carefully" in suggestion["text"]
+        assert suggestion["dev"]["score"] == 100.0 and suggestion["gain"] > 0
+        assert suggestion["distance"] <= state["budget"] == suggestion["budget"]
+        assert suggestion["diff"].startswith("---") and "+Decide carefully" in suggestion["diff"]
+        assert suggestion["test"] == done["result"]["best_test"]
+        # Re-optimizing a finished file is a new job that pays nothing: all cached.
+        before = model.requests
+        again, created = await client.create_job(prompt)
+        assert created and again["id"] != job["id"]
+        assert (await client.wait(again["id"]))["state"] == "finished"
+        assert model.requests == before
+
+
+async def test_two_clients_optimizing_the_same_file_get_the_same_job(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws")
+    model.latency = 0.05
+    config = config_for(rt_dir, model)
+    async with daemon(config, roots=(tmp_path / "ws",)) as (first, _), \
+            DaemonClient(first.address) as second:
+        (a, made_a), (b, made_b) = await asyncio.gather(first.create_job(prompt),
+                                                       second.create_job(prompt))
+        assert a["id"] == b["id"]
+        assert sorted([made_a, made_b]) == [False, True]
+        third, made = await second.create_job(prompt, overrides={"steps": 1})
+        assert third["id"] == a["id"] and not made
+        assert len(await first.jobs()) == 1
+        await first.cancel(a["id"])
+
+
+async def test_cancel_stops_the_job_and_keeps_finished_steps(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws", steps=6)
+    model.latency = 0.05
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        job, _ = await client.create_job(prompt)
+        await events_until(client, job["id"], lambda e: e["kind"] == "step_finished")
+        cancelled = await client.cancel(job["id"])
+        assert cancelled["state"] == "cancelled"
+        events = [e async for e in client.events(job["id"])]
+        assert events[-1]["kind"] == "end" and events[-1]["state"] == "cancelled"
+        task = load_task(prompt)
+        saved = open_store().load(trajectory_key(task.fingerprint()))
+        assert saved is not None and saved.steps_done >= 1
+        # The same file can be optimized again right away: it resumes.
+        resumed, created = await client.create_job(prompt)
+        assert created
+        await client.wait(resumed["id"])
+        started = [e async for e in client.events(resumed["id"]) if e["kind"] == "job_started"]
+        assert started[0]["resumed_at"] == saved.steps_done
+        assert (await client.health())["ok"]
+
+
+async def test_evaluate_a_text_against_the_file_examples(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws")
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        plain = await client.evaluate(prompt)
+        assert plain["dev"]["score"] == 50.0 and plain["dev"]["n"] == 4
+        assert plain["test"]["n"] == 4
+        better = await client.evaluate(prompt, text="Decide carefully.\nReview: {{review}}\n",
+                                       splits=["test"])
+        assert better["test"]["score"] == 100.0 and "dev" not in better
+        # The file's own text now has a test score in its state, before any job ran.
+        state = await client.prompt_state(prompt)
+        assert state["current"]["test"]["score"] == 50.0
+        assert state["current"]["dev"]["score"] == 50.0
+        assert state["job"] is None and state["suggestion"] is None
+
+
+# ---------------------------------------------------------------- outages
+
+
+def outage(kind: str) -> Fault:
+    return {"500": Fault(status=500), "429": Fault(status=429, retry_after="0"),
+            "timeout": Fault(hang=True)}[kind]
+
+
+@pytest.mark.parametrize(("kind", "state", "reason"), [
+    ("500", "failing", "server"),
+    ("429", "waiting", "rate_limit"),
+    ("timeout", "failing", "timeout"),
+])
+async def test_model_outage_marks_the_job_and_other_jobs_keep_running(
+        rt_dir: Path, model: ModelServer, tmp_path: Path, kind: str, state: str,
+        reason: str) -> None:
+    down = {"on": True}
+
+    def faults(_index: int, body: dict[str, Any]) -> Fault | None:
+        hit = any("ALPHA" in str(m.get("content")) for m in body.get("messages", []))
+        return outage(kind) if down["on"] and hit else None
+
+    model._fault_fn = faults
+    broken = write_task(tmp_path / "ws", name="broken", steps=2, marker="ALPHA ",
+                        extra="gpo.timeout: 1\n")
+    fine = write_task(tmp_path / "ws", name="fine", steps=2)
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        a, _ = await client.create_job(broken)
+        seen = await events_until(client, a["id"], lambda e: e.get("state") == state)
+        assert reason in seen[-1]["error"]
+        b, _ = await client.create_job(fine)
+        assert (await client.wait(b["id"]))["state"] == "finished"
+        now = await client.job(a["id"])
+        assert now["state"] == state and reason in now["error"]
+        assert now["attempts"] >= 2  # it keeps retrying with backoff
+        listed = await client.prompt_state(broken)
+        assert listed["job"]["status"] == "running" and listed["job"]["state"] == state
+        assert reason in listed["job"]["message"]
+        down["on"] = False  # the provider comes back
+        recovered = await client.wait(a["id"])
+        assert recovered["state"] == "finished" and recovered["step"] == 2
+        assert reason in recovered["error"]  # the record of what happened stays
+
+
+async def test_auth_error_fails_the_job_without_retrying(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    model._fault_fn = lambda _i, _b: Fault(status=401)
+    prompt = write_task(tmp_path / "ws", steps=1)
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        job, _ = await client.create_job(prompt)
+        done = await client.wait(job["id"])
+        assert done["state"] == "failed" and done["attempts"] == 1
+        assert done["error_kind"] == "auth"
+        assert (await client.health())["ok"]
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+async def test_idle_timeout_stops_the_daemon_and_cleans_up(
+        rt_dir: Path, model: ModelServer) -> None:
+    async with daemon(config_for(rt_dir, model, idle_timeout=0.3)) as (client, task):
+        assert (await client.health())["ok"]
+        await asyncio.wait_for(task, 30)
+    assert runtime.read_status(rt_dir) is None
+    assert not (rt_dir / runtime.SOCKET_NAME).exists()
+
+
+async def test_idle_timeout_waits_for_running_jobs(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws", steps=2)
+    model.latency = 0.05
+    config = config_for(rt_dir, model, idle_timeout=0.2)
+    async with daemon(config, roots=(tmp_path / "ws",)) as (client, task):
+        job, _ = await client.create_job(prompt)
+        await client.wait(job["id"])
+        assert (await client.job(job["id"]))["state"] == "finished"  # not cut short
+        await asyncio.wait_for(task, 30)
+
+
+async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws", steps=4)
+    model.latency = 0.05
+    config = config_for(rt_dir, model)
+    async with daemon(config, roots=(tmp_path / "ws",)) as (client, task):
+        job, _ = await client.create_job(prompt)
+        await events_until(client, job["id"], lambda e: e["kind"] == "step_finished")
+        await client.shutdown()
+        await asyncio.wait_for(task, 30)
+    saved_jobs = json.loads((rt_dir / runtime.JOBS_NAME).read_text())["jobs"]
+    assert [j["id"] for j in saved_jobs] == [job["id"]]
+    trajectory = open_store().load(trajectory_key(load_task(prompt).fingerprint()))
+    assert trajectory is not None and 1 <= trajectory.steps_done < 4
+    async with daemon(config) as (client, _):
+        # The workspace roots registered before the shutdown still hold.
+        assert (await client.health())["roots"] == [str((tmp_path / "ws").resolve())]
+        resumed = await client.job(job["id"])  # same id, picked up on startup
+        events = [e async for e in client.events(job["id"])]
+        started = [e for e in events if e["kind"] == "job_started"]
+        assert started[0]["resumed_at"] == trajectory.steps_done
+        done = await client.job(job["id"])
+        assert resumed["path"] == str(prompt.resolve())
+        assert done["state"] == "finished" and done["step"] == 4
+
+
+def test_client_module_does_not_import_the_model_layer() -> None:
+    code = ("import sys, gpo_server.client, gpo_server.runtime\n"
+            "bad = [m for m in ('litellm', 'gpo_engine.task', 'gpo_engine.llm', "
+            "'gpo_engine.optimizer') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

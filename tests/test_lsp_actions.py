@@ -1,0 +1,115 @@
+"""Code actions: titles, cheap listing without edits, and the resolved minimal edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lsprotocol.types import CodeAction, CodeActionKind
+
+from gpo_engine.promptfile import parse_prompt
+from gpo_server.lsp_actions import (
+    COMMAND_OPTIMIZE,
+    COMMAND_RESCORE,
+    COMMAND_STOP,
+    apply_data,
+    apply_title,
+    format_gain,
+    list_actions,
+    resolve_apply,
+)
+from gpo_server.prompt_state import parse_state
+from tests.lsp_samples import INITIAL, STEP2, state_dict
+from tests.test_lsp_edits import apply
+
+URI = "file:///w/sentiment.prompt"
+FRONT = "---\nmodel: openai/x\ngpo.steps: 12\n---\n"
+
+
+@pytest.mark.parametrize(
+    ("points", "text"), [(7.5, "+7.5"), (10.0, "+10"), (-2.26, "-2.3"), (0.01, "+0"), (-0.04, "+0")]
+)
+def test_format_gain(points: float, text: str) -> None:
+    assert format_gain(points) == text
+
+
+def test_apply_title() -> None:
+    suggestion = parse_state(state_dict()).suggestion
+    assert suggestion is not None
+    assert apply_title(suggestion, 31) == "Apply GPO suggestion (+7.5 pts, 12/31 words)"
+
+
+def test_listing_offers_apply_without_an_edit_then_commands() -> None:
+    actions = list_actions(parse_state(state_dict()), INITIAL, URI)
+    titles = [a.title for a in actions]
+    assert titles == [
+        "Apply GPO suggestion (+7.5 pts, 12/31 words)",
+        "Optimize this prompt",
+        "Re-score",
+    ]
+    apply_action = actions[0]
+    assert apply_action.edit is None and apply_action.kind == CodeActionKind.QuickFix
+    assert apply_data(apply_action) == (URI, STEP2)
+    assert actions[1].command is not None
+    assert (actions[1].command.command, actions[1].command.arguments) == (COMMAND_OPTIMIZE, [URI])
+    assert actions[2].command is not None and actions[2].command.command == COMMAND_RESCORE
+
+
+def test_listing_while_running_offers_stop() -> None:
+    job = {"id": "j", "status": "queued", "step": 0, "total_steps": 12}
+    titles = [a.title for a in list_actions(parse_state(state_dict(job=job)), INITIAL, URI)]
+    assert "Stop optimizing" in titles and "Optimize this prompt" not in titles
+    action = list_actions(parse_state(state_dict(job=job)), INITIAL, URI)[1]
+    assert action.command is not None and action.command.command == COMMAND_STOP
+
+
+def test_no_apply_for_edited_text_over_budget_or_without_state() -> None:
+    state = parse_state(state_dict())
+    titles = [a.title for a in list_actions(state, INITIAL + " extra", URI)]
+    assert titles == ["Optimize this prompt", "Re-score"]
+    over = state_dict()
+    over["suggestion"]["distance"] = 32
+    listed = list_actions(parse_state(over), INITIAL, URI)
+    assert not any(a.title.startswith("Apply") for a in listed)
+    assert [a.title for a in list_actions(None, INITIAL, URI)] == [
+        "Optimize this prompt",
+        "Re-score",
+    ]
+
+
+def test_resolve_fills_the_minimal_edit_and_keeps_frontmatter() -> None:
+    state = parse_state(state_dict())
+    source = FRONT + INITIAL
+    prompt = parse_prompt(source, Path("/w/sentiment.prompt"))
+    listed = list_actions(state, prompt.body, URI)[0]
+    resolved = resolve_apply(listed, state, prompt)
+    assert resolved.title == listed.title and listed.edit is None
+    assert resolved.edit is not None and resolved.edit.changes is not None
+    edits = resolved.edit.changes[URI]
+    result = apply(source, edits)
+    assert result == FRONT + STEP2 + "\n"
+    assert all(e.range.start.line >= FRONT.count("\n") for e in edits)
+
+
+def test_resolve_refuses_when_the_document_changed() -> None:
+    state = parse_state(state_dict())
+    listed = list_actions(state, INITIAL, URI)[0]
+    edited = parse_prompt(FRONT + INITIAL + "Be brief.\n", Path("/w/sentiment.prompt"))
+    resolved = resolve_apply(listed, state, edited)
+    assert resolved.edit is None
+    assert resolved.disabled is not None and "changed" in resolved.disabled.reason
+
+
+def test_resolve_refuses_a_stale_suggestion_text() -> None:
+    state = parse_state(state_dict())
+    stale = CodeAction(title="old", data={"action": "gpo.apply", "uri": URI, "text": "other"})
+    prompt = parse_prompt(FRONT + INITIAL, Path("/w/sentiment.prompt"))
+    assert resolve_apply(stale, state, prompt).disabled is not None
+
+
+def test_resolve_passes_other_actions_through() -> None:
+    other = CodeAction(title="x", data={"action": "else"})
+    prompt = parse_prompt(FRONT + INITIAL, Path("/w/sentiment.prompt"))
+    assert resolve_apply(other, None, prompt) is other
+    assert apply_data(CodeAction(title="y", data=None)) is None
+    assert apply_data(CodeAction(title="y", data={"action": "gpo.apply", "uri": 1})) is None

@@ -1,0 +1,76 @@
+"""Hover markdown: scores with n and interval, best, step, budget, spend, sparkline."""
+
+from __future__ import annotations
+
+from gpo_server.lsp_hover import format_spend, hover_markdown, sparkline
+from gpo_server.prompt_state import parse_state
+from tests.lsp_samples import INITIAL, STEP1, STEP2, state_dict
+
+
+def test_sparkline_scales_between_lowest_and_highest() -> None:
+    assert sparkline([0, 50, 100]) == "▁▅█"
+    assert sparkline([60, 60, 60]) == "▄▄▄"
+    assert sparkline([]) == ""
+    assert sparkline(list(range(40)), width=5) == "▁▃▅▆█"
+
+
+def test_hover_of_the_initial_text() -> None:
+    text = hover_markdown(parse_state(state_dict()), INITIAL)
+    lines = text.splitlines()
+    assert lines[0] == "**GPO** · step 2/12 · budget 31 words"
+    assert "- dev: **65.0** (n=40, 95% CI 49.5–77.9)" in lines
+    assert "- test: **62.5** (n=40, 95% CI 47.0–75.8)" in lines
+    assert "- best in trajectory: **72.5** dev, step 2 (+7.5 pts)" in lines
+    assert "- history: `▁▆█` 65.0 → 72.5 (3 scores)" in lines
+    assert "- ready: Apply GPO suggestion (+7.5 pts, 12/31 words)" in lines
+    assert "- tokens: 12,345 prompt + 2,345 completion · spend $0.0123" in lines
+    assert "Not yet scored" not in text
+
+
+def test_hover_of_an_edited_text_says_not_yet_scored() -> None:
+    text = hover_markdown(parse_state(state_dict()), INITIAL + "Be brief.")
+    assert "*Not yet scored*: this text differs from every evaluated prompt." in text
+    assert "- dev:" not in text
+    # The trajectory's facts still show; the suggestion was for other text.
+    assert "- best in trajectory: **72.5** dev, step 2" in text
+    assert "ready:" not in text
+
+
+def test_hover_of_a_text_without_test_score_and_without_interval() -> None:
+    text = hover_markdown(parse_state(state_dict()), STEP2)
+    assert "- dev: **72.5** (n=40)" in text
+    assert "- test: not measured" in text
+    assert "step 2 (this text)" in text
+    assert "dev: **70.0**" in hover_markdown(parse_state(state_dict()), STEP1)
+
+
+def test_hover_shows_a_running_job_and_a_failure() -> None:
+    job = {"id": "j", "status": "running", "step": 3, "total_steps": 12}
+    assert "- optimizing: running, step 3/12" in hover_markdown(
+        parse_state(state_dict(job=job)), INITIAL
+    )
+    failed = {**job, "status": "failed", "message": "openai/x: auth: bad key"}
+    assert "- last run failed: openai/x: auth: bad key" in hover_markdown(
+        parse_state(state_dict(job=failed)), INITIAL
+    )
+
+
+def test_hover_without_state() -> None:
+    text = hover_markdown(None, INITIAL)
+    assert text.startswith("**GPO**: not yet scored.")
+
+
+def test_hover_before_any_run() -> None:
+    state = parse_state(
+        state_dict(steps_done=0, scored=[], history=[], suggestion=None, usage=None)
+    )
+    text = hover_markdown(state, INITIAL)
+    assert "step 0/12" in text and "Not yet scored" in text
+    assert "best in trajectory" not in text and "history" not in text
+    assert "spend $0.0000" in text
+
+
+def test_spend_formats() -> None:
+    assert format_spend(0.0, True) == "spend unknown (no price for the model)"
+    assert format_spend(2.5, False) == "spend $2.50"
+    assert format_spend(0.01, True) == "spend $0.0100 (some prices unknown)"
