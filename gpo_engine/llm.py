@@ -26,7 +26,7 @@ import random
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,30 @@ class Usage:
     @property
     def unknown_price(self) -> bool:
         return any(u.unknown_price for u in self.per_model.values())
+
+    def plus(self, other: Usage) -> Usage:
+        """Both usages summed per model (a resumed run's spend on top of the earlier runs')."""
+        total = Usage()
+        for source in (self, other):
+            for name, u in source.per_model.items():
+                t = total.model(name)
+                for f in fields(ModelUsage):
+                    if f.name == "concurrency":
+                        t.concurrency = u.concurrency or t.concurrency  # the latest limit
+                    elif f.name == "unknown_price":
+                        t.unknown_price = t.unknown_price or u.unknown_price
+                    else:
+                        setattr(t, f.name, getattr(t, f.name) + getattr(u, f.name))
+        return total
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        """Inverse of to_dict (per-model records; totals are derived)."""
+        known = {f.name for f in fields(ModelUsage)}
+        usage = cls()
+        for name, record in (data.get("per_model") or {}).items():
+            usage.per_model[name] = ModelUsage(**{k: v for k, v in record.items() if k in known})
+        return usage
 
     def to_dict(self) -> dict[str, Any]:
         return {

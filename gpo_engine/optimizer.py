@@ -31,7 +31,7 @@ from gpo_engine.events import (
     ignore,
 )
 from gpo_engine.examples import Example
-from gpo_engine.llm import LLM, is_base_model
+from gpo_engine.llm import LLM, Usage, is_base_model
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.task import Task, score
 from gpo_engine.trajectory import (
@@ -128,13 +128,20 @@ async def optimize_task(
     trajectory = None if restart else store.load(key)
     step = trajectory.steps_done if trajectory else 0
     stopped = ""
+    # Spend of the earlier runs of this trajectory (a resumed run adds to it).
+    earlier = Usage.from_dict(trajectory.usage) if trajectory else Usage()
+
+    def save(trajectory: Trajectory) -> None:
+        trajectory.usage = earlier.plus(llm.usage).to_dict()
+        store.save(trajectory)
+
     try:
         if trajectory is None:
             initial = await score(task, llm, task.prompt.body, task.examples.dev)
             trajectory = Trajectory(key, str(task.path.resolve()), total, task.prompt.body,
                                     initial.score, initial.n)
             trajectory.dev_outcomes[task.prompt.body] = _outcomes(initial)
-            store.save(trajectory)
+            save(trajectory)
         on_event(JobStarted(str(task.path), total, step, trajectory.initial_dev,
                             trajectory.dev_n))
         for step in range(trajectory.steps_done, total):
@@ -143,7 +150,7 @@ async def optimize_task(
                 break
             record = await _step(task, llm, trajectory, step, on_event)
             trajectory.steps.append(record)
-            store.save(trajectory)
+            save(trajectory)
             scored = [c for c in record.candidates if c.status in ("scored", "raced_out")]
             on_event(StepFinished(step, total, record.budget, trajectory.best()[1],
                                   record.chosen_dev if scored else None,
@@ -162,6 +169,7 @@ async def optimize_task(
         result = await _result(task, llm, trajectory, stopped)
     except SpendLimitReached as exc:
         result = await _result(task, llm, trajectory, str(exc), with_test=False)
+    save(trajectory)  # the final scoring's calls belong to the run's spend too
     on_event(JobFinished(trajectory.initial_dev, trajectory.best()[1], trajectory.steps_done,
                          result.stopped))
     return result

@@ -55,6 +55,8 @@ class Trajectory:
     steps: list[StepRecord] = field(default_factory=list)
     # Per-prompt dev outcomes (uid -> 0..1) for the paired tests done on results.
     dev_outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
+    # What the optimization has spent so far over all its runs (llm.Usage.to_dict form).
+    usage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps_done(self) -> int:

@@ -85,6 +85,13 @@ async def test_cancelled_run_resumes_at_the_next_step_without_paying_twice(tmp_p
     started = [e for e in events if isinstance(e, JobStarted)]
     assert started[0].resumed_at == 1
     assert second.steps_done == 3
+    # The trajectory's spend covers both runs, not only the last one.
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None
+    assert saved.usage["calls"] == calls_first + calls_second
+    assert second.usage["calls"] < saved.usage["calls"]
     # An uninterrupted run in a fresh cache, for comparison.
     async with ModelServer(answer=ScriptedModels().answer) as server:
         await _run(prompt, server, tmp_path / "fresh")

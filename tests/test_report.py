@@ -312,6 +312,8 @@ def test_report_of_a_real_run(real_run: dict[str, Any]) -> None:
     assert "<script" not in page and "<b>city" not in page
     text = "".join(tags.text)
     assert "openai/scripted" in text and "model calls made for this report" in text
+    # What the optimization itself spent is recorded in its trajectory and shown too.
+    assert "the optimization run" in text
     # The file's text is 0% on dev; a capital-asking candidate is 100%: a diff is offered.
     assert 'id="diff"' in page and "+Name the capital city of the country." in text
     assert "Overfitting guard: not significantly worse than the file's text" in text

@@ -65,7 +65,7 @@ def test_layout_is_a_header_then_lines_in_a_fixed_key_order() -> None:
                      "outcomes"]
     header = json.loads(lines[0])
     assert list(header) == ["kind", "format", "key", "path", "total_steps", "initial",
-                            "initial_dev", "dev_n", "fingerprint"]
+                            "initial_dev", "dev_n", "usage", "fingerprint"]
     assert list(json.loads(lines[3])) == ["kind", "step", "index", "text", "distance", "status",
                                           "dev", "dev_n", "detail"]
     assert list(json.loads(lines[1])["scores"]) == ["r1", "r2", "r3"]  # sorted row ids

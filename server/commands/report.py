@@ -143,9 +143,8 @@ async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -
 
 
 def recorded_spend(trajectory: Trajectory) -> dict[str, Any] | None:
-    """The run's spend when the trajectory records it (a Usage.to_dict() under `usage`)."""
-    usage = getattr(trajectory, "usage", None)
-    return usage if isinstance(usage, dict) and usage else None
+    """The run's spend as its trajectory records it (Usage.to_dict() form); None if empty."""
+    return trajectory.usage or None
 
 
 def _interval(result: Any) -> Any:
