@@ -150,3 +150,37 @@ def test_offline_optimize_on_the_embedded_model(tmp_path: Path) -> None:
     repeat = json.loads(again.stdout)
     assert repeat["usage"]["calls"] == 0 and repeat["usage"]["cache_hits"] > 0
     assert repeat["best"] == result["best"]
+
+
+async def test_killed_optimize_resumes_at_the_last_finished_step(tmp_path: Path) -> None:
+    """SIGKILL `gpo optimize` once a step is saved; the same command resumes after it."""
+    from gpo_engine.task import open_store
+
+    prompt = write_capitals(tmp_path / "p", steps=3)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GPO_CACHE_DIR": str(cache), "OPENAI_API_KEY": "test"}
+    async with ModelServer(answer=ScriptedModels().answer, latency=0.05) as server:
+        cmd = [sys.executable, "-m", "gpo_server.cli", "optimize", str(prompt),
+               "--api-base", server.api_base, "--json"]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        steps = 0
+        for _ in range(600):  # up to 60 s for the first step to be saved
+            await asyncio.sleep(0.1)
+            store = open_store(cache)
+            saved = store.latest_for(str(prompt.resolve()))
+            store.close()
+            steps = saved.steps_done if saved else 0
+            if steps >= 1 or proc.returncode is not None:
+                break
+        proc.kill()
+        await proc.wait()
+        assert steps in (1, 2), "the run should be killed mid-way"
+        again = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(again.communicate(), 120)
+    assert again.returncode == 0, err.decode()
+    assert f"resuming at step {steps + 1}" in err.decode()
+    result = json.loads(out)
+    assert result["steps_done"] == 3
+    assert result["best_dev"]["score"] == 100.0
