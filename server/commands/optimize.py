@@ -195,12 +195,12 @@ def _print_result(result: Any, written: bool) -> None:
     verdict = (result.guard or {}).get("best") or {}
     if verdict.get("verdict") == "worse":
         out.print(f"not proposing the best prompt: on the held-out test rows it scores "
-                  f"{verdict['delta']:+.1f} points against the current prompt (p = "
-                  f"{verdict['p_value']:.3f}, paired {verdict['method']} test), significantly "
+                  f"{verdict['delta']:+.1f} points against the current prompt "
+                  f"({_p(verdict['p_value'])}, paired {verdict['method']} test), significantly "
                   "worse: it overfits the dev rows", style="yellow", markup=False)
         return
     if verdict.get("verdict") == "ok":
-        out.print(f"held-out test: {verdict['delta']:+.1f} points (p = {verdict['p_value']:.3f}, "
+        out.print(f"held-out test: {verdict['delta']:+.1f} points ({_p(verdict['p_value'])}, "
                   f"n = {verdict['n']}), not significantly worse", markup=False, highlight=False)
     diff = difflib.unified_diff(result.initial.splitlines(keepends=True),
                                 result.best.splitlines(keepends=True),
@@ -214,3 +214,7 @@ def _print_result(result: Any, written: bool) -> None:
 
 def _fmt(s: Any) -> str:
     return f"{s.score:.1f}% [{s.low:.0f}-{s.high:.0f}]"
+
+
+def _p(value: float) -> str:
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
