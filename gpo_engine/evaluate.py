@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from gpo_engine.errors import ModelCallError, SpendLimitReached
+from gpo_engine.errors import ModelCallError
 from gpo_engine.examples import Example
 from gpo_engine.metrics import Metric, Score
 from gpo_engine.promptfile import render
+
+T = TypeVar("T")
 
 # rendered prompt -> the task model's answer text.
 TaskFn = Callable[[str], Awaitable[str]]
@@ -104,7 +106,7 @@ async def evaluate(
         score: Score = await metric(output, example)
         return Outcome(example.uid, score.value, output, reason=score.reason)
 
-    outcomes = await _gather_all(one(e) for e in examples)
+    outcomes = await gather_all(one(e) for e in examples)
     result = EvalResult(tuple(outcomes))
     if result.n and result.failures / result.n > SYSTEMIC_FAILURE_SHARE:
         first = next(o.error for o in result.outcomes if o.error)
@@ -113,12 +115,13 @@ async def evaluate(
     return result
 
 
-async def _gather_all(coros: Iterable[Coroutine[Any, Any, Outcome]]) -> list[Outcome]:
-    """gather() that cancels the siblings when one raises (spend limit, auth)."""
+async def gather_all(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """gather() that cancels the siblings when one raises (spend limit, auth, an
+    outage, a cancelled job), so no model call goes on behind a failure."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         return list(await asyncio.gather(*tasks))
-    except (SpendLimitReached, ModelCallError, asyncio.CancelledError):
+    except BaseException:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from gpo_engine import direction, stats, update
 from gpo_engine.errors import ModelCallError, SpendLimitReached
-from gpo_engine.evaluate import EvalResult
+from gpo_engine.evaluate import EvalResult, gather_all
 from gpo_engine.events import (
     CandidateScored,
     EventSink,
@@ -255,12 +255,12 @@ async def _score_candidates(
     if not texts:
         return [], set()
     if not settings.racing or len(dev) <= settings.race_size or len(texts) <= 2:
-        full = await asyncio.gather(*(score(task, llm, t, dev) for t in texts))
+        full = await gather_all(score(task, llm, t, dev) for t in texts)
         return list(full), set()
     head, rest = dev[: settings.race_size], dev[settings.race_size:]
-    sliced = await asyncio.gather(*(score(task, llm, t, head) for t in texts))
+    sliced = await gather_all(score(task, llm, t, head) for t in texts)
     leaders = race_leaders([r.score for r in sliced])
-    tails = await asyncio.gather(*(score(task, llm, texts[i], rest) for i in leaders))
+    tails = await gather_all(score(task, llm, texts[i], rest) for i in leaders)
     results = list(sliced)
     for i, tail in zip(leaders, tails, strict=False):
         results[i] = sliced[i].merged(tail)

@@ -10,7 +10,6 @@ junk, duplicates, lost template variables and edits over the budget become
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from rapidfuzz.distance import Levenshtein
 
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ModelCallError
+from gpo_engine.evaluate import gather_all
 from gpo_engine.promptfile import template_error
 
 START = "<START>"
@@ -514,16 +514,9 @@ async def _ask(complete: Complete, messages: Messages, index: int) -> str | Mode
 async def _ask_all(
     complete: Complete, requests: Sequence[tuple[Messages, int]]
 ) -> list[str | ModelCallError]:
-    tasks = [asyncio.ensure_future(_ask(complete, m, i)) for m, i in requests]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        # A systemic failure (spend limit, cancellation) stops the step; do
-        # not leave the sibling requests running behind it.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    # A systemic failure (spend limit, cancellation) stops the step; gather_all
+    # does not leave the sibling requests running behind it.
+    return await gather_all(_ask(complete, m, i) for m, i in requests)
 
 
 def _norm(text: str) -> str:

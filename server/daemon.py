@@ -107,7 +107,7 @@ class DaemonState:
     last_activity: float = field(default_factory=time.monotonic)
     busy: int = 0  # requests and event streams being served
     preload: Any = None  # the background import of the model layer
-    # Scores measured by /evaluate, by (path, text, split): shown in the prompt state.
+    # Scores measured by /evaluate, by (scoring_scope, text, split): shown in the prompt state.
     evaluations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def idle_for(self) -> float:
@@ -420,7 +420,7 @@ async def evaluate_route(request: web.Request) -> web.Response:
         for split in dict.fromkeys(splits):
             result = await score(task, llm, text, task.examples.part(split))
             out[split] = summary_of(result) | {"failures": result.failures}
-            state.evaluations[(str(path), text, split)] = summary_of(result)
+            state.evaluations[(scoring_scope(task), text, split)] = summary_of(result)
         out["usage"] = llm.usage.to_dict()
         return web.json_response(out)
     except ModelCallError as exc:
@@ -458,9 +458,17 @@ def _dev_summary(trajectory: Trajectory, text: str, score_: float, n: int) -> di
     return {"score": round(score_, 2), "n": n, "low": None, "high": None}
 
 
-def _test_summary(path: str, text: str, job: Job | None,
+def scoring_scope(task: Task) -> str:
+    """The file and what decides its scores (models, metric, answer length, examples):
+    a score measured with other overrides (another model) is not this file's score."""
+    s = task.settings
+    return json.dumps([str(task.path.resolve()), task.task_model, task.judge_model, s.metric,
+                       s.pattern, s.max_tokens, task.examples.content_hash])
+
+
+def _test_summary(scope: str, text: str, job: Job | None,
                   evaluations: dict[tuple[str, str, str], dict[str, Any]]) -> Any:
-    measured = evaluations.get((path, text, "test"))
+    measured = evaluations.get((scope, text, "test"))
     if measured is not None:
         return measured
     result = job.result if job is not None else None
@@ -476,6 +484,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
                  evaluations: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
     """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape)."""
     path, body = str(task.path.resolve()), task.prompt.body
+    scope = scoring_scope(task)
     steps_done = trajectory.steps_done if trajectory else 0
     budget = current_budget(task, steps_done)
     scored: list[dict[str, Any]] = []
@@ -487,7 +496,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
             sizes.update({c.text: c.dev_n for c in s.candidates if c.status == "scored"})
         scored = [{"text": text, "step": step,
                    "dev": _dev_summary(trajectory, text, dev, sizes.get(text, 0)),
-                   "test": _test_summary(path, text, job, evaluations)}
+                   "test": _test_summary(scope, text, job, evaluations)}
                   for text, dev, step in trajectory.scored()]
         history = [dev for _, dev, _ in trajectory.history()]
         picked = pick_suggestion(trajectory, body, budget)
@@ -500,12 +509,12 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
             suggestion = {
                 "text": text, "base": body,
                 "dev": _dev_summary(trajectory, text, dev, sizes.get(text, 0)),
-                "test": _test_summary(path, text, job, evaluations),
+                "test": _test_summary(scope, text, job, evaluations),
                 "gain": round(dev - baseline, 2) if baseline is not None else round(dev, 2),
                 "baseline_dev": baseline, "distance": word_distance(body, text),
                 "budget": budget, "diff": diff,
             }
-    current_dev = evaluations.get((path, body, "dev"))
+    current_dev = evaluations.get((scope, body, "dev"))
     if current_dev is None and trajectory is not None:
         known = trajectory.dev_score_of(body)
         if known is not None:
@@ -514,7 +523,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
         "version": STATE_VERSION, "path": path, "text": body,
         "task_model": task.task_model, "optimizer_model": task.optimizer_model,
         "steps_done": steps_done, "total_steps": task.settings.steps, "budget": budget,
-        "current": {"dev": current_dev, "test": _test_summary(path, body, job, evaluations)},
+        "current": {"dev": current_dev, "test": _test_summary(scope, body, job, evaluations)},
         "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,

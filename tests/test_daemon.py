@@ -410,6 +410,18 @@ async def test_evaluate_a_text_against_the_file_examples(
         assert state["job"] is None and state["suggestion"] is None
 
 
+async def test_a_score_measured_with_another_model_is_not_the_files_score(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    prompt = write_task(tmp_path / "ws")
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        other = await client.evaluate(prompt, overrides={"model": "openai/other"})
+        assert other["model"] == "openai/other" and other["dev"]["n"] == 4
+        # The file's model (openai/x) has not been measured: nothing to show yet.
+        state = await client.prompt_state(prompt)
+        assert state["task_model"] == "openai/x"
+        assert state["current"]["dev"] is None and state["current"]["test"] is None
+
+
 # ---------------------------------------------------------------- outages
 
 

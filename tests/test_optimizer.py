@@ -208,3 +208,32 @@ def test_suggestion_is_the_best_within_the_budget_that_beats_the_file() -> None:
     assert pick_suggestion(t, LONG, 3) is None
     assert pick_suggestion(t, LONG + "\n", 3) is None
     assert t.dev_score_of("Say {{x}} now.\n") == 55.0
+
+
+async def test_a_failed_candidate_scoring_cancels_the_other_candidates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A systemic failure scoring one candidate ends the step; the other candidates'
+    # scorings must not go on calling the model behind it (in the daemon they would
+    # overlap the job's retry and pay twice for the same rows).
+    from types import SimpleNamespace
+
+    from gpo_engine import optimizer
+
+    release = asyncio.Event()  # never set: the sibling scoring waits until cancelled
+    cancelled: list[str] = []
+
+    async def fake_score(task: Any, llm: Any, text: str, rows: Any) -> Any:
+        if text == "bad":
+            raise ModelCallError("m", "systemic", "down")
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled.append(text)
+            raise
+
+    monkeypatch.setattr(optimizer, "score", fake_score)
+    task = SimpleNamespace(examples=SimpleNamespace(dev=[]),
+                           settings=SimpleNamespace(racing=False, race_size=4))
+    with pytest.raises(ModelCallError):
+        await optimizer._score_candidates(task, None, ["slow", "bad"])  # type: ignore[arg-type]
+    assert cancelled == ["slow"]
