@@ -452,6 +452,9 @@ class LLM:
         self.backoff_base = backoff_base
         self.offline = offline
         self.usage = Usage()
+        # Dollars the job spent before this process (a resumed run): one cap covers
+        # the whole job, however often it was stopped and resumed.
+        self.spent_before = 0.0
         self._cache = _ResponseCache(cache_dir)
         # asyncio primitives belong to one event loop; a new loop gets new semaphores.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -481,7 +484,9 @@ class LLM:
                 "max_tokens": max_tokens,
                 "stop": stop,
                 "sample": sample,
-                "api_base": self.api_base,
+                # The embedded model never uses the endpoint: its answers are the
+                # same whether or not an api_base is configured.
+                "api_base": None if is_base_model(model) else self.api_base,
             }
         )
         usage = self.usage.model(model)
@@ -596,8 +601,9 @@ class LLM:
         return extra
 
     def _check_spend(self) -> None:
-        if self.max_cost is not None and self.usage.cost >= self.max_cost:
-            raise SpendLimitReached(self.usage.cost, self.max_cost)
+        spent = self.spent_before + self.usage.cost
+        if self.max_cost is not None and spent >= self.max_cost:
+            raise SpendLimitReached(spent, self.max_cost)
 
     def _limit(self, model: str) -> AdaptiveLimit:
         loop = asyncio.get_running_loop()

@@ -130,6 +130,7 @@ async def optimize_task(
     stopped = ""
     # Spend of the earlier runs of this trajectory (a resumed run adds to it).
     earlier = Usage.from_dict(trajectory.usage) if trajectory else Usage()
+    llm.spent_before = earlier.cost
 
     def save(trajectory: Trajectory) -> None:
         trajectory.usage = earlier.plus(llm.usage).to_dict()
@@ -155,7 +156,8 @@ async def optimize_task(
             on_event(StepFinished(step, total, record.budget, trajectory.best()[1],
                                   record.chosen_dev if scored else None,
                                   len(scored), len(record.candidates) - len(scored),
-                                  llm.usage.cost, llm.usage.calls, record.message))
+                                  llm.spent_before + llm.usage.cost, llm.usage.calls,
+                                  record.message))
     except SpendLimitReached as exc:
         if trajectory is None:  # reached before the initial prompt was even scored
             on_event(JobFailed(str(exc), step))

@@ -217,3 +217,16 @@ def test_real_model_file_lives_in_the_cache() -> None:
     assert path.parent.name == "models"
     assert path.stat().st_size > 200_000_000
     assert local_model.prepare("gemma-3-270m") is local_model.prepare("gemma-3-270m")
+
+
+@pytest.mark.local_model
+async def test_embedded_answers_are_shared_whatever_the_api_base(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    messages = [{"role": "user", "content": "The capital of France is"}]
+    plain = LLM(cache_dir=tmp_path)
+    await plain.complete(GEMMA, messages, max_tokens=3)
+    plain.close()
+    proxied = LLM(cache_dir=tmp_path, api_base="http://127.0.0.1:9/v1")
+    await proxied.complete(GEMMA, messages, max_tokens=3)
+    proxied.close()
+    assert proxied.usage.cache_hits == 1 and proxied.usage.calls == 0

@@ -237,3 +237,17 @@ async def test_a_failed_candidate_scoring_cancels_the_other_candidates(
     with pytest.raises(ModelCallError):
         await optimizer._score_candidates(task, None, ["slow", "bad"])  # type: ignore[arg-type]
     assert cancelled == ["slow"]
+
+
+async def test_the_dollar_cap_covers_the_job_across_resumes(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", model="openai/gpt-4o-mini", steps=4,
+                            extra="gpo.max_cost: 0.0003\n")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        first = await _run(prompt, server, tmp_path / "c")
+        assert "spend limit reached" in first.stopped and first.steps_done < 4
+        calls = server.requests
+        again = await _run(prompt, server, tmp_path / "c")
+        # The resumed run starts with the job's spend already at the cap: no new step.
+        assert server.requests == calls
+    assert again.steps_done == first.steps_done
+    assert "spend limit reached" in again.stopped
