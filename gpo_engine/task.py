@@ -104,12 +104,14 @@ async def score(task: Task, llm: LLM, text: str, rows: Sequence[Example]) -> Eva
 
 
 def open_llm(task: Task, *, cache_dir: Path | None = None, use_cache: bool = True,
-             api_base: str | None = None) -> LLM:
-    """The model layer for this task's settings; responses cached under cache_dir."""
+             api_base: str | None = None, offline: bool = False) -> LLM:
+    """The model layer for this task's settings; responses cached under cache_dir.
+
+    offline: answer from the cache only (a miss raises llm.NotCached)."""
     root = cache_dir or default_cache_dir()
     return LLM(cache_dir=root if use_cache else None, concurrency=task.settings.concurrency,
                timeout=task.settings.timeout, max_cost=task.settings.max_cost,
-               api_base=api_base)
+               api_base=api_base, offline=offline)
 
 
 def open_store(cache_dir: Path | None = None) -> TrajectoryStore:

@@ -8,13 +8,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import gpo_engine.llm
 from gpo_server.cli import main
 from tests.model_server import ModelServer
-from tests.scripted_models import GOOD, INITIAL_BODY, ScriptedModels, write_capitals
+from tests.scripted_models import (
+    GOOD,
+    INITIAL_BODY,
+    ScriptedModels,
+    is_meta_prompt,
+    write_capitals,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,3 +193,37 @@ async def test_killed_optimize_resumes_at_the_last_finished_step(tmp_path: Path)
     result = json.loads(out)
     assert result["steps_done"] == 3
     assert result["best_dev"]["score"] == 100.0
+
+
+async def test_gpo_api_base_environment_variable_is_the_default_endpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = write_capitals(tmp_path, body="Name the capital city.\nCountry: {{country}}\n")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        monkeypatch.setenv("GPO_API_BASE", server.api_base)
+        assert await _gpo("eval", str(prompt), "--json") == 0
+        assert server.requests == 16
+    assert json.loads(capsys.readouterr().out)["dev"]["score"] == 100.0
+
+
+async def test_write_refused_when_the_file_changed_but_the_result_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = write_capitals(tmp_path)
+    models = ScriptedModels()
+
+    def answer_and_edit(messages: list[dict[str, Any]]) -> str:
+        # The user edits the file while the optimizer thinks.
+        if is_meta_prompt(messages) and models.meta_calls == 0:
+            prompt.write_text(prompt.read_text().replace("Tell me", "Please tell me"))
+        return models.answer(messages)
+
+    async with ModelServer(answer=answer_and_edit) as server:
+        code = await _gpo("optimize", str(prompt), "--api-base", server.api_base, "--json",
+                          "--write")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "the file changed during the run; not writing" in captured.err
+    result = json.loads(captured.out)
+    assert result["written"] is False and result["best_dev"]["score"] == 100.0
+    assert "Please tell me" in prompt.read_text()  # the user's edit survives

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gpo_server.commands import cache, check, daemon, evaluate, optimize, report, trajectory
+from gpo_server.commands import cache, check, daemon, evaluate, lsp, optimize, report, trajectory
 
-COMMANDS = (evaluate, optimize, check, report, trajectory, daemon, cache)
+COMMANDS = (evaluate, optimize, check, report, trajectory, daemon, cache, lsp)

@@ -21,9 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gpo_engine.check import CheckResult, find_targets, lock_path
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK
+from gpo_server.commands.common import API_BASE_ENV, EXIT_FAIL, EXIT_OK
 
-API_BASE_ENV = "GPO_API_BASE"
 _STYLE = {"pass": "green", "updated": "green", "regression": "red", "stale": "yellow",
           "missing": "yellow", "error": "red"}
 
@@ -76,8 +75,8 @@ def check_one(prompt: Path, args: argparse.Namespace, api_base: str | None) -> C
     """One prompt's check; every failure becomes an "error" result, never an exception."""
     from gpo_engine.check import check_task
     from gpo_engine.errors import ConfigError, ModelCallError, SourceError, SpendLimitReached
-    from gpo_engine.llm import LLM, NotCached, default_cache_dir
-    from gpo_engine.task import load_task
+    from gpo_engine.llm import NotCached
+    from gpo_engine.task import load_task, open_llm
 
     where = lock_path(prompt)
     try:
@@ -86,9 +85,7 @@ def check_one(prompt: Path, args: argparse.Namespace, api_base: str | None) -> C
         return CheckResult(prompt, where, "error", tuple(str(p) for p in error.problems))
     except ConfigError as error:
         return CheckResult(prompt, where, "error", (f"{prompt}: {error}",))
-    llm = LLM(cache_dir=args.cache_dir or default_cache_dir(),
-              concurrency=task.settings.concurrency, timeout=task.settings.timeout,
-              max_cost=task.settings.max_cost, api_base=api_base, offline=args.offline)
+    llm = open_llm(task, cache_dir=args.cache_dir, api_base=api_base, offline=args.offline)
     try:
         return asyncio.run(check_task(task, llm, update=args.update))
     except NotCached as error:

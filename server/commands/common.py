@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# One variable for every command and the daemon, so they share one endpoint (and cache).
+API_BASE_ENV = "GPO_API_BASE"
 
 
 def model_arguments() -> argparse.ArgumentParser:
@@ -14,7 +17,9 @@ def model_arguments() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("path", type=Path, help="the .prompt file")
     common.add_argument("--model", help="task model (any litellm model string)")
-    common.add_argument("--api-base", help="OpenAI-compatible endpoint for the models")
+    common.add_argument("--api-base", default=os.environ.get(API_BASE_ENV) or None,
+                        help=f"OpenAI-compatible endpoint for the models "
+                        f"(default: ${API_BASE_ENV})")
     common.add_argument("--no-cache", action="store_true",
                         help="neither read nor write the response cache")
     common.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")

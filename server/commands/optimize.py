@@ -64,21 +64,25 @@ def run(args: argparse.Namespace, err: Console) -> int:
             result = optimize_via_daemon(args, err, progress.on_event)
     else:
         result = asyncio.run(run())
+    written, code = False, EXIT_OK
     if args.write and result.offered:
         # Re-read: the user may have edited the file while the job ran.
         from gpo_engine.promptfile import load_prompt
 
         now = load_prompt(args.path)
         if now.body != task.prompt.body:
-            err.print("[yellow]the file changed during the run; not writing[/yellow]")
-            return EXIT_FAIL
-        args.path.write_text(with_body(now, result.best), encoding="utf-8")
+            # Still report the (paid for) result below; only the write is refused.
+            err.print("the file changed during the run; not writing", style="yellow")
+            code = EXIT_FAIL
+        else:
+            args.path.write_text(with_body(now, result.best), encoding="utf-8")
+            written = True
     if args.json:
-        print(json.dumps({**result.to_dict(), "written": bool(args.write and result.offered),
+        print(json.dumps({**result.to_dict(), "written": written,
                           "estimate": estimate.to_dict()}, indent=2))
-        return EXIT_OK
-    _print_result(result, args.write)
-    return EXIT_OK
+        return code
+    _print_result(result, written)
+    return code
 
 
 def _approve_estimate(task: Any, args: argparse.Namespace, err: Console) -> Any:

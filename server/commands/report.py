@@ -93,8 +93,8 @@ def run(args: argparse.Namespace, err: Console) -> int:
 
 async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -> Any:
     """Score what the trajectory does not record (intervals, test) and build the report."""
-    from gpo_engine.optimizer import held_out_verdict, pick_suggestion
-    from gpo_engine.schedule import budget_at, budget_curve
+    from gpo_engine.optimizer import current_budget, held_out_verdict, pick_suggestion
+    from gpo_engine.schedule import budget_curve
     from gpo_engine.task import open_llm, score
     from gpo_server.report import Interval, build_report
 
@@ -116,8 +116,7 @@ async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -
         for record in trajectory.steps:  # what the steps actually used wins
             if record.step < len(budgets):
                 budgets[record.step] = record.budget
-        budget_now = budget_at(min(trajectory.steps_done, total - 1), total,
-                               task.settings.budget)
+        budget_now = current_budget(task, trajectory.steps_done)
         suggestion = pick_suggestion(trajectory, task.prompt.body, budget_now)
         guard = None
         if suggestion is not None:
