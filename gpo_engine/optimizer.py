@@ -364,8 +364,9 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
     guard: dict[str, Any] = {
         "alpha": GUARD_ALPHA,
         "best": held_out_verdict(tested.get(initial_text), tested.get(best_text), untested),
-        "suggestion": (held_out_verdict(tested.get(initial_text), tested.get(suggestion[0]),
-                                    untested) if suggestion else None),
+        "suggestion": ({**held_out_verdict(tested.get(initial_text),
+                                           tested.get(suggestion[0]), untested),
+                        "text": suggestion[0]} if suggestion else None),
         "leak_threshold": update.LEAK_THRESHOLD,
     }
     if guard["suggestion"] is not None and guard["suggestion"]["verdict"] == "worse":

@@ -37,7 +37,7 @@ from gpo_engine.evaluate import EvalResult
 from gpo_engine.optimizer import current_budget, pick_suggestion
 from gpo_engine.promptfile import template_error
 from gpo_engine.task import Task, open_llm, score
-from gpo_engine.trajectory import Trajectory, trajectory_key
+from gpo_engine.trajectory import Trajectory, same_prompt, trajectory_key
 from gpo_engine.update import word_distance
 from gpo_server import runtime
 from gpo_server.jobs import ACTIVE, Job, JobRegistry, RetryPolicy, RunnerConfig, UnknownJob
@@ -489,7 +489,8 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
     budget = current_budget(task, steps_done)
     scored: list[dict[str, Any]] = []
     history: list[float] = []
-    suggestion = None
+    suggestion: dict[str, Any] | None = None
+    withheld: dict[str, Any] | None = None
     if trajectory is not None:
         sizes = {trajectory.initial: trajectory.dev_n}
         for s in trajectory.steps:
@@ -512,8 +513,12 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
                 "test": _test_summary(scope, text, job, evaluations),
                 "gain": round(dev - baseline, 2) if baseline is not None else round(dev, 2),
                 "baseline_dev": baseline, "distance": word_distance(body, text),
-                "budget": budget, "diff": diff,
+                "budget": budget, "diff": diff, "guard": suggestion_guard(text, body, job),
             }
+            if suggestion["guard"]["verdict"] == "worse":
+                # The overfitting guard of `gpo optimize`: never offer a prompt that is
+                # significantly worse on the held-out rows; say why instead.
+                withheld, suggestion = suggestion, None
     current_dev = evaluations.get((scope, body, "dev"))
     if current_dev is None and trajectory is not None:
         known = trajectory.dev_score_of(body)
@@ -527,8 +532,24 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
         "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
+        "withheld": withheld,
         "usage": _usage(job), "job": _job_summary(job),
     }
+
+
+def suggestion_guard(text: str, body: str, job: Job | None) -> dict[str, Any]:
+    """The held-out verdict on `text` against the file's `body`, as the job measured it.
+
+    The job's result carries the paired test of its suggestion against the text
+    it started from; a verdict about other texts is not known without model calls,
+    which a request never makes, so it is "untested" then.
+    """
+    result = (job.result if job is not None else None) or {}
+    measured = (result.get("guard") or {}).get("suggestion")
+    if (measured and same_prompt(measured.get("text", ""), text)
+            and same_prompt(result.get("initial", ""), body)):
+        return {k: v for k, v in measured.items() if k != "text"}
+    return {"verdict": "untested", "reason": "no held-out comparison of this suggestion yet"}
 
 
 def _usage(job: Job | None) -> dict[str, Any]:

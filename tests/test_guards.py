@@ -226,3 +226,43 @@ async def test_the_cli_neither_proposes_nor_writes_a_withheld_prompt(
     text = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "not proposing the best prompt" in text and "significantly worse" in text
     assert "+++ proposed" not in text
+
+
+async def test_the_editor_is_not_offered_a_withheld_suggestion(tmp_path: Path) -> None:
+    """The daemon's prompt state (what hover and the code action show) follows the guard."""
+    from gpo_server.daemon import prompt_state
+    from gpo_server.jobs import Job
+
+    prompt = write_capitals(tmp_path / "p", steps=1, body=HONEST)
+    result = await _optimize(prompt, overfitting_answer, tmp_path / "c")
+    task = load_task(prompt)
+    store = open_store(tmp_path / "c")
+    trajectory = store.latest_for(str(prompt.resolve()))
+    store.close()
+    job = Job("j1", str(prompt.resolve()), {}, False, task, state="finished",
+              result=result.to_dict())
+    state = prompt_state(task, trajectory, job, {})
+    assert state["suggestion"] is None
+    assert state["withheld"]["guard"]["verdict"] == "worse"
+    assert state["withheld"]["guard"]["losses"] == 8
+    # Without the job's measurement the verdict is unknown, and says so.
+    unknown = prompt_state(task, trajectory, None, {})
+    assert unknown["suggestion"]["guard"]["verdict"] == "untested"
+
+
+async def test_the_editor_sees_the_verdict_of_an_offered_suggestion(tmp_path: Path) -> None:
+    from gpo_server.daemon import prompt_state
+    from gpo_server.jobs import Job
+
+    prompt = write_capitals(tmp_path / "p")
+    result = await _optimize(prompt, ScriptedModels([GOOD]).answer, tmp_path / "c")
+    task = load_task(prompt)
+    store = open_store(tmp_path / "c")
+    trajectory = store.latest_for(str(prompt.resolve()))
+    store.close()
+    job = Job("j1", str(prompt.resolve()), {}, False, task, state="finished",
+              result=result.to_dict())
+    state = prompt_state(task, trajectory, job, {})
+    assert state["withheld"] is None
+    assert state["suggestion"]["guard"]["verdict"] == "ok"
+    assert state["suggestion"]["guard"]["delta"] == 100.0
