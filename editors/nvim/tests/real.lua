@@ -1,0 +1,103 @@
+-- Headless check of the gpo plugin against the real `gpo lsp` (and the daemon it starts):
+-- a broken prompt gets its diagnostic, a good one is optimized, hovered, and the
+-- suggestion is applied through the code action; the frontmatter stays as it was.
+-- Run: GPO_TEST_DIR=... GPO_TEST_PYTHON=... nvim --headless -u NONE -i NONE -n \
+--      -c 'luafile editors/nvim/tests/real.lua'   (tests/test_nvim_real.py does)
+local here = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h')
+vim.opt.runtimepath:prepend(vim.fn.fnamemodify(here, ':h'))
+vim.cmd('filetype on')
+vim.cmd('runtime! plugin/gpo.lua')
+
+local dir = assert(os.getenv('GPO_TEST_DIR'), 'GPO_TEST_DIR')
+local failures = {}
+local function check(condition, message)
+  if not condition then
+    table.insert(failures, message)
+  end
+  return condition
+end
+local function finish()
+  if #failures > 0 then
+    io.stderr:write('FAILED:\n  ' .. table.concat(failures, '\n  ') .. '\n')
+    vim.cmd('cquit 1')
+  else
+    io.stderr:write('nvim with gpo lsp: all checks passed\n')
+    vim.cmd('qall!')
+  end
+end
+local WAIT = 90000
+
+local gpo = require('gpo')
+gpo.setup({
+  cmd = { os.getenv('GPO_TEST_PYTHON'), '-m', 'gpo_server.cli', 'lsp' },
+  settings = { budget = { initial = 30, final = 10 } },
+})
+
+local function diagnostics(bufnr, severity)
+  return vim.diagnostic.get(bufnr, { severity = severity })
+end
+
+-- A broken prompt: the template error at its line (0-based 4 = the file's line 5).
+vim.cmd('edit ' .. dir .. '/ws/broken.prompt')
+local broken = vim.api.nvim_get_current_buf()
+check(vim.bo[broken].filetype == 'dotprompt', 'filetype dotprompt')
+local got_error = vim.wait(WAIT, function()
+  return #diagnostics(broken, vim.diagnostic.severity.ERROR) > 0
+end, 50)
+if check(got_error, 'timed out waiting for the broken prompt\'s diagnostic') then
+  local d = diagnostics(broken, vim.diagnostic.severity.ERROR)[1]
+  check(d.lnum == 4, 'error on line 4, got ' .. d.lnum)
+  check(d.message:find('template error', 1, true) ~= nil, 'template error: ' .. d.message)
+end
+
+-- The good prompt: optimize, wait for the "better prompt ready" note, hover, apply.
+vim.cmd('edit ' .. dir .. '/ws/capitals.prompt')
+local buf = vim.api.nvim_get_current_buf()
+local before = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+check(vim.wait(WAIT, function()
+  local client = gpo.client_for(buf)
+  -- server_capabilities is set once the server answered initialize.
+  return client ~= nil and client.server_capabilities ~= nil
+    and next(vim.lsp.buf_get_clients(buf)) ~= nil
+end, 50), 'client attached and initialized')
+vim.cmd('GpoOptimize')
+local ready = vim.wait(WAIT, function()
+  return #diagnostics(buf, vim.diagnostic.severity.INFO) > 0
+end, 50)
+if not check(ready, 'timed out waiting for the suggestion diagnostic') then
+  return finish()
+end
+local note = diagnostics(buf, vim.diagnostic.severity.INFO)[1]
+check(note.message:find('^GPO: %+100 pts on dev, %d+ words') ~= nil, 'note: ' .. note.message)
+check(note.lnum == 8, 'note on the body\'s first line, got ' .. note.lnum)
+
+local params = vim.lsp.util.make_position_params()
+params.position = { line = 8, character = 1 }
+local answers = vim.lsp.buf_request_sync(buf, 'textDocument/hover', params, WAIT)
+local hover = ''
+for _, answer in pairs(answers or {}) do
+  if answer.result and answer.result.contents then
+    hover = answer.result.contents.value or ''
+  end
+end
+check(hover:find('ready: Apply GPO suggestion', 1, true) ~= nil, 'hover: ' .. hover)
+
+local applied
+gpo.apply(buf, function(ok)
+  applied = ok
+end)
+check(vim.wait(WAIT, function()
+  return applied ~= nil
+end, 50), 'apply finished')
+check(applied == true, 'apply succeeded')
+local after = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+for i = 1, 8 do
+  check(after[i] == before[i], 'frontmatter line ' .. i .. ' unchanged: ' .. tostring(after[i]))
+end
+check(after[9] == 'Name the capital city of the country.', 'body edited: ' .. tostring(after[9]))
+check(after[10] == before[10] and after[11] == before[11], 'rest of the body kept')
+check(vim.bo[buf].modified, 'the edit is in the buffer, not yet saved')
+check(vim.wait(WAIT, function()
+  return #diagnostics(buf, vim.diagnostic.severity.INFO) == 0
+end, 50), 'the note goes once the suggestion is applied')
+finish()

@@ -1,0 +1,489 @@
+"""`gpo lsp` end to end: a pytest-lsp client drives the real server process, which starts
+the real daemon on demand in a temp runtime dir; the models are the test model server
+with the scripted capitals pair. Run under VS Code's and Neovim 0.7's capability sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Union
+
+import pytest
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from gpo_engine.promptfile import parse_prompt
+from gpo_engine.update import word_distance
+from gpo_server import runtime
+from gpo_server.client import DaemonClient
+from gpo_server.lsp import (
+    current_scores,
+    end_message,
+    plain,
+    progress_report,
+    summary_of,
+    with_scores,
+)
+from gpo_server.prompt_state import Summary, parse_state
+from tests.lsp_samples import INITIAL, state_dict
+from tests.model_server import ModelServer
+from tests.scripted_models import GOOD, ScriptedModels, write_capitals
+from tests.test_lsp_edits import apply
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ("visual-studio-code", "neovim@v0.7.0")
+WAIT = 90.0  # seconds; generous for a loaded shared machine, never reached when all is well
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short temp folder (the daemon's socket path must fit in 108 bytes)."""
+    base = Path(tempfile.mkdtemp(prefix="gpol", dir="/tmp"))
+    try:
+        yield base
+    finally:
+        stop_daemon(base / "rt")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_daemon(directory: Path) -> None:
+    status = runtime.read_status(directory)
+    if status is None or not runtime.pid_alive(status.pid):
+        return
+    os.kill(status.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while runtime.pid_alive(status.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def server_env(base: Path, api_base: str | None) -> dict[str, str]:
+    env = {**os.environ, "GPO_RUNTIME_DIR": str(base / "rt"), "GPO_CACHE_DIR": str(base / "cache"),
+           "OPENAI_API_KEY": "test", "GPO_DAEMON_IDLE_TIMEOUT": "300"}
+    env.pop("GPO_API_BASE", None)
+    if api_base:
+        env["GPO_API_BASE"] = api_base
+    return env
+
+
+@contextlib.asynccontextmanager
+async def session(base: Path, client_name: str, root: Path, *, api_base: str | None = None,
+                  init: dict[str, Any] | None = None,
+                  configuration: dict[str, Any] | None = None) -> AsyncIterator[LanguageClient]:
+    """A client connected to `python -m gpo_server.cli lsp`, initialized for `root`."""
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "gpo_server.cli", "lsp"],
+                                server_env=server_env(base, api_base))
+    client = await config.start()
+    assert isinstance(client, LanguageClient)
+    read_actions_exactly(client)
+    if configuration is not None:
+        client.set_configuration(configuration)
+    try:
+        result = await client.initialize_session(types.InitializeParams(
+            capabilities=client_capabilities(client_name),
+            root_uri=root.as_uri(),
+            workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+            initialization_options=init,
+        ))
+        check_capabilities(result.capabilities)
+        yield client
+    finally:
+        # stop() waits for the server to exit: ask it to, and kill it if it will not
+        # (a failed test must not hang the suite).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.shutdown_session(), 15)
+        server = client._server
+        if server is not None and server.returncode is None:
+            server.kill()
+        await client.stop()
+
+
+def read_actions_exactly(client: LanguageClient) -> None:
+    """The test client's converter reads a code action whose `command` is an object as a
+    Command (the union's first type); tell the two apart the way an editor does: a Command's
+    `command` is a string."""
+    converter = client.protocol._converter
+
+    def structure(obj: Any, _: Any) -> types.Command | types.CodeAction:
+        if isinstance(obj.get("command"), str):
+            return converter.structure(obj, types.Command)
+        return converter.structure(obj, types.CodeAction)
+
+    converter.register_structure_hook(Union[types.Command, types.CodeAction], structure)  # noqa: UP007
+
+
+def check_capabilities(caps: types.ServerCapabilities) -> None:
+    """What both editors rely on, declared statically (neither registers dynamically)."""
+    assert isinstance(caps.code_action_provider, types.CodeActionOptions)
+    assert caps.code_action_provider.resolve_provider is True
+    assert caps.execute_command_provider is not None
+    assert {"gpo.optimize", "gpo.stop", "gpo.rescore"} <= set(
+        caps.execute_command_provider.commands)
+    assert caps.hover_provider
+    sync = caps.text_document_sync
+    assert isinstance(sync, types.TextDocumentSyncOptions) and sync.open_close and sync.save
+
+
+async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_doc(client: LanguageClient, path: Path, text: str | None = None) -> str:
+    uri = path.as_uri()
+    content = path.read_bytes().decode("utf-8", "replace") if text is None else text
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="dotprompt", version=1,
+                                             text=content)))
+    return uri
+
+
+def change_doc(client: LanguageClient, uri: str, version: int, text: str) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+
+async def hover_text(client: LanguageClient, uri: str, line: int) -> str:
+    hover = await client.text_document_hover_async(types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=1)))
+    assert hover is not None and isinstance(hover.contents, types.MarkupContent)
+    return hover.contents.value
+
+
+async def actions_of(client: LanguageClient, uri: str) -> list[types.CodeAction]:
+    found = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        range=types.Range(start=types.Position(line=0, character=0),
+                          end=types.Position(line=0, character=0)),
+        context=types.CodeActionContext(diagnostics=[])))
+    assert found is not None
+    return [a for a in found if isinstance(a, types.CodeAction)]
+
+
+async def command(client: LanguageClient, name: str, uri: str) -> Any:
+    return await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=name, arguments=[uri]))
+
+
+def ended(client: LanguageClient, prefix: str) -> list[types.WorkDoneProgressEnd]:
+    # pytest-lsp keeps the progress values (begin/report/end), typed as ProgressParams.
+    values: list[Any] = [r for token, reports in client.progress_reports.items()
+                         if str(token).startswith(prefix) for r in reports]
+    return [r for r in values if isinstance(r, types.WorkDoneProgressEnd)]
+
+
+async def daemon_jobs(base: Path) -> list[dict[str, Any]]:
+    status = runtime.read_status(base / "rt")
+    assert status is not None, "the language server started no daemon"
+    async with DaemonClient(status.address) as client:
+        return await client.jobs()
+
+
+# ---------------------------------------------------------------------------
+# The whole cycle
+
+
+@pytest.mark.parametrize("client_name", CLIENTS)
+async def test_open_score_optimize_apply_and_watch(short_dir: Path, client_name: str) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=2, candidates=2)
+    (ws / ".git").mkdir()
+    original = prompt.read_text(encoding="utf-8")
+    frontmatter = parse_prompt(original, prompt).frontmatter
+    budget = {"initial": 30, "final": 10, "decay": "cosine"}
+    settings = {"autoOptimizeOnSave": False, "models": {"task": None, "optimizer": None},
+                "daemon": {"address": None}, "budget": budget}
+    # VS Code's run gets the budget through workspace/configuration, Neovim's through
+    # initializationOptions: both ways in are exercised.
+    vscode = client_name == "visual-studio-code"
+    init = {**settings, "budget": {}} if vscode else settings
+    configuration = {"gpo": settings} if vscode else None
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer) as models, \
+            session(short_dir, client_name, ws, api_base=models.api_base, init=init,
+                    configuration=configuration) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics of the prompt")
+        assert list(client.diagnostics[uri]) == []
+        body_line = 8  # 0-based: the template's first line
+        assert "not yet scored" in await hover_text(client, uri, body_line)
+        titles = [a.title for a in await actions_of(client, uri)]
+        assert titles == ["Optimize this prompt", "Re-score"]
+
+        # Re-score: runs in the background under its own progress bar.
+        assert await command(client, "gpo.rescore", uri) is None
+        await wait_until(lambda: ended(client, "gpo-score-"), "the scoring progress to end")
+        assert ended(client, "gpo-score-")[0].message == "dev 0.0"
+        text = await hover_text(client, uri, 1)  # the frontmatter hovers too
+        assert "- dev: **0.0** (n=8" in text and "- test: **0.0**" in text
+
+        # Optimize: progress while the job runs, then the suggestion as a diagnostic.
+        started = await command(client, "gpo.optimize", uri)
+        assert started["state"] in ("queued", "running", "finished")
+        token = f"gpo-job-{started['job']}"
+        await wait_until(lambda: ended(client, token), "the job's progress to end")
+        reports = client.progress_reports[token]
+        assert isinstance(reports[0], types.WorkDoneProgressBegin)
+        assert reports[0].title == "GPO: optimizing capitals.prompt" and reports[0].cancellable
+        messages = [r.message for r in reports if isinstance(r, types.WorkDoneProgressReport)]
+        assert any(m and m.startswith("step 2/2 done, best dev 100.0") for m in messages)
+        assert any(isinstance(r, types.WorkDoneProgressReport) and r.percentage == 100
+                   for r in reports)
+        assert ended(client, token)[-1].message == "finished, best dev 100.0"
+        jobs = await daemon_jobs(short_dir)
+        assert jobs[-1]["overrides"] == {"budget": budget}
+        assert jobs[-1]["state"] == "finished"
+
+        def note() -> types.Diagnostic | None:
+            found = [d for d in client.diagnostics.get(uri, [])
+                     if d.severity == types.DiagnosticSeverity.Information]
+            return found[0] if found else None
+
+        info = await wait_until(note, "the 'better prompt ready' diagnostic")
+        assert info.message.startswith("GPO: +100 pts on dev, ") and info.source == "gpo"
+        assert info.range.start.line == body_line
+
+        hover = await hover_text(client, uri, body_line)
+        found = re.search(r"step 2/2 · budget (\d+) words", hover)
+        assert found is not None, hover
+        current_budget = int(found.group(1))
+        assert 10 <= current_budget <= 30  # the overridden schedule, not the default 50 -> 10
+        assert "- ready: Apply GPO suggestion (+100 pts, " in hover
+
+        # The apply action: listed without an edit, filled in by codeAction/resolve.
+        listed = await actions_of(client, uri)
+        assert [a.title.split(" (")[0] for a in listed] == [
+            "Apply GPO suggestion", "Optimize this prompt", "Re-score"]
+        apply_action = listed[0]
+        assert apply_action.edit is None and apply_action.kind == types.CodeActionKind.QuickFix
+        words, limit = apply_action.title.split(", ")[1].split(" ")[0].split("/")
+        preview = await client.protocol.send_request_async(
+            "gpo/suggestion", {"textDocument": {"uri": uri}})
+        resolved = await client.code_action_resolve_async(apply_action)
+        assert resolved.edit is not None and resolved.edit.changes is not None
+        edits = resolved.edit.changes[uri]
+        new_text = apply(original, list(edits))
+        for edit in edits:
+            assert edit.range.start.line >= body_line  # never inside the frontmatter
+        assert new_text.encode()[: len(frontmatter.encode())] == frontmatter.encode()
+        applied = parse_prompt(new_text, prompt)
+        assert applied.frontmatter.encode() == frontmatter.encode()
+        assert applied.body.startswith("Name the capital city of the country.\n")
+        old_body = parse_prompt(original, prompt).body
+        distance = word_distance(old_body, applied.body)
+        assert 0 < distance == int(words) <= int(limit) == current_budget
+        assert plain(preview) == {"text": new_text, "title": apply_action.title}
+
+        # The editor applies the edit: nothing more to offer, and the hover knows the text.
+        change_doc(client, uri, 2, new_text)
+        await wait_until(lambda: note() is None, "the suggestion diagnostic to go")
+        hover = await hover_text(client, uri, body_line)
+        assert "- dev: **100.0**" in hover and "(this text)" in hover
+        titles = [a.title for a in await actions_of(client, uri)]
+        assert titles == ["Optimize this prompt", "Re-score"]
+        again = await client.code_action_resolve_async(apply_action)
+        assert again.edit is None and again.disabled is not None
+
+        # Saving the example file (the editor's watcher reports it) re-scores the prompt.
+        examples = ws / "capitals.examples.jsonl"
+        examples.write_text(examples.read_text() + json.dumps(
+            {"country": "Chile", "expected": "Santiago", "split": "dev"}) + "\n")
+        before = len(ended(client, "gpo-score-"))
+        client.workspace_did_change_watched_files(types.DidChangeWatchedFilesParams(changes=[
+            types.FileEvent(uri=examples.as_uri(), type=types.FileChangeType.Changed)]))
+        await wait_until(lambda: len(ended(client, "gpo-score-")) > before, "a re-score")
+        assert ended(client, "gpo-score-")[-1].message == "dev 100.0"
+        hover = await hover_text(client, uri, body_line)
+        assert "- dev: **100.0** (n=9" in hover
+
+
+async def test_cancelling_the_progress_cancels_the_job(short_dir: Path) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=6, candidates=2)
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.2) as models, \
+            session(short_dir, "neovim@v0.7.0", ws, api_base=models.api_base) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+        started = await command(client, "gpo.optimize", uri)
+        token = f"gpo-job-{started['job']}"
+        await wait_until(lambda: token in client.progress_reports and any(
+            isinstance(r, types.WorkDoneProgressReport) and r.message
+            and r.message.startswith("step 1/6")
+            for r in client.progress_reports[token]), "the job's first step")
+        titles = [a.title for a in await actions_of(client, uri)]
+        assert "Stop optimizing" in titles  # the state was refreshed while it runs
+        client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
+        await wait_until(lambda: ended(client, token), "the progress to end")
+        assert ended(client, token)[0].message == "cancelled"
+        jobs = await daemon_jobs(short_dir)
+        assert [j["state"] for j in jobs] == ["cancelled"]
+        titles = [a.title for a in await actions_of(client, uri)]
+        assert titles == ["Optimize this prompt", "Re-score"]
+
+
+async def test_stop_command_and_auto_optimize_on_save(short_dir: Path) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=6, candidates=2)
+    init = {"autoOptimizeOnSave": True, "models": {"task": "openai/other"}}
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.2) as models, \
+            session(short_dir, "visual-studio-code", ws, api_base=models.api_base,
+                    init=init) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+        client.text_document_did_save(types.DidSaveTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+        begun = await wait_until(lambda: [t for t in client.progress_reports
+                                          if str(t).startswith("gpo-job-")], "a job on save")
+        jobs = await daemon_jobs(short_dir)
+        assert jobs[0]["overrides"] == {"model": "openai/other"}
+        stopped = await command(client, "gpo.stop", uri)
+        assert stopped["state"] == "cancelled"
+        await wait_until(lambda: ended(client, str(begun[0])), "the progress to end")
+        assert await command(client, "gpo.stop", uri) is None  # nothing left to stop
+
+
+# ---------------------------------------------------------------------------
+# Bad documents: diagnostics, never a crash (no daemon needed: none is reachable)
+
+
+async def test_bad_documents_give_diagnostics_never_a_crash(short_dir: Path) -> None:
+    ws = short_dir / "ws"
+    good = write_capitals(ws)
+    unreachable = {"daemon": {"address": str(short_dir / "nobody.sock")}}
+    async with session(short_dir, "visual-studio-code", ws, init=unreachable) as client:
+        def lines_of(uri: str) -> list[tuple[int, str]]:
+            return [(d.range.start.line, d.message) for d in client.diagnostics.get(uri, [])]
+
+        async def diagnosed(path: Path, text: str) -> list[tuple[int, str]]:
+            path.write_bytes(text.encode("utf-8", "surrogateescape"))
+            uri = open_doc(client, path, text)
+            await wait_until(lambda: uri in client.diagnostics, f"diagnostics of {path.name}")
+            return lines_of(uri)
+
+        broken_yaml = await diagnosed(ws / "yaml.prompt",
+                                      "---\nmodel: x\ngpo.steps: [1,\n---\nHi {{country}}\n")
+        assert broken_yaml and broken_yaml[0][1].startswith("frontmatter:")
+        template = await diagnosed(ws / "tpl.prompt",
+                                   "---\nmodel: x\n---\nline one\nHi {{#if country}}\n")
+        assert template == [(4, template[0][1])] and "template error" in template[0][1]
+        setting = await diagnosed(ws / "set.prompt", "---\nmodel: x\ngpo.steps: nope\n---\nHi\n")
+        assert setting[0][0] == 2 and "gpo.steps" in setting[0][1]
+
+        garbage = bytes(range(256)).decode("latin-1") * 40
+        assert await diagnosed(ws / "bin.prompt", garbage)  # something to say, and alive
+        huge = "---\nmodel: x\n---\n" + "Tell me about {{country}}. " * 200_000
+        assert len(huge) > 5_000_000
+        big = await diagnosed(ws / "big.prompt", huge)
+        assert big == [(0, big[0][1])] and "too large" in big[0][1]
+
+        # An example file with invalid UTF-8 gets its own diagnostics, at its lines.
+        examples = ws / "utf.examples.jsonl"
+        examples.write_bytes(b'{"country": "France", "expected": "Paris", "split": "dev"}\n'
+                             b'{"country": "Fr\xffnce", "expected": "Paris"}\n')
+        prompt_text = good.read_text().replace("capitals", "utf")
+        assert await diagnosed(ws / "utf.prompt", prompt_text) == []
+        example_uri = examples.as_uri()
+        assert lines_of(example_uri) == [(1, "not valid UTF-8")]
+        # A bad row (missing variable) is reported at its line, too; fixing it clears it.
+        examples.write_text('{"country": "France", "expected": "Paris", "split": "dev"}\n'
+                            '{"expected": "Rome"}\n', encoding="utf-8")
+        watched = types.DidChangeWatchedFilesParams(changes=[
+            types.FileEvent(uri=example_uri, type=types.FileChangeType.Changed)])
+        client.workspace_did_change_watched_files(watched)
+        await wait_until(lambda: lines_of(example_uri) and lines_of(example_uri)[0][0] == 1
+                         and "country" in lines_of(example_uri)[0][1], "the bad row")
+        examples.write_text('{"country": "France", "expected": "Paris", "split": "dev"}\n',
+                            encoding="utf-8")
+        client.workspace_did_change_watched_files(watched)
+        await wait_until(lambda: not lines_of(example_uri), "cleared")
+
+        # Still serving: a good document hovers, and a broken edit is diagnosed as typed.
+        uri = open_doc(client, good)
+        await wait_until(lambda: uri in client.diagnostics, "the good prompt")
+        assert "not yet scored" in await hover_text(client, uri, 5)
+        change_doc(client, uri, 2, good.read_text().replace("Answer:", "{{/if}}"))
+        await wait_until(lambda: lines_of(uri), "diagnostics of the edit")
+        assert lines_of(uri)[0][0] == 10 and "template error" in lines_of(uri)[0][1], lines_of(uri)
+        assert await actions_of(client, uri) == []
+        with pytest.raises(Exception, match="not an open document"):
+            await command(client, "gpo.optimize", (ws / "closed.prompt").as_uri())
+        assert any("cannot reach" in m.message or "cannot start" in m.message
+                   for m in client.log_messages)
+
+
+# ---------------------------------------------------------------------------
+# The server never loads the model layer, and the pure conversions
+
+
+def test_the_language_server_never_imports_litellm() -> None:
+    code = ("import sys\nimport gpo_server.lsp, gpo_server.cli\n"
+            "from gpo_server.lsp import make_server\nmake_server()\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('litellm', 'llama_cpp', 'openai') or m in ('gpo_engine.llm', 'gpo_engine.task', "
+            "'gpo_engine.optimizer'))\nprint(','.join(bad))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_progress_messages_follow_the_event_stream() -> None:
+    assert progress_report({"kind": "state", "state": "queued"}) == ("queued", None)
+    assert progress_report({"kind": "state", "state": "waiting", "error": "429"}) == (
+        "waiting: 429; retrying", None)
+    assert progress_report({"kind": "state", "state": "finished"}) is None
+    assert progress_report({"kind": "job_started", "total_steps": 4, "resumed_at": 1,
+                            "initial_dev": 12.5}) == ("step 1/4, dev 12.5", 25)
+    assert progress_report({"kind": "step_started", "step": 1, "total_steps": 4,
+                            "budget": 20}) == ("step 2/4: writing candidates (budget 20 words)",
+                                               25)
+    assert progress_report({"kind": "candidate_scored", "step": 0, "index": 2, "score": 50.0,
+                            "total_steps": 4}) == ("step 1/4: candidate 3 scored 50.0", None)
+    assert progress_report({"kind": "step_finished", "step": 3, "total_steps": 4,
+                            "best_dev": 75.0}) == ("step 4/4 done, best dev 75.0", 100)
+    assert progress_report({"kind": "end"}) is None
+    assert end_message(None) == "stopped following"
+    assert end_message({"kind": "end", "state": "failed", "error": "401"}) == "failed: 401"
+    assert end_message({"kind": "end", "state": "cancelled"}) == "cancelled"
+    assert end_message({"kind": "end", "state": "finished",
+                        "result": {"best_dev": {"score": 80, "n": 8}}}) == \
+        "finished, best dev 80.0"
+
+
+def test_measured_scores_join_the_state() -> None:
+    state = parse_state(state_dict())
+    dev, test = Summary(50.0, 8, 20.0, 80.0), Summary(40.0, 8)
+    fresh = "A text nobody scored: {{review}}"
+    added = with_scores(state, fresh, dev, test)
+    found = added.lookup(fresh)
+    assert found is not None and found.test == test and found.dev == dev
+    assert state.lookup(fresh) is None  # the cached state is left as it was
+    step1 = state.scored[1]
+    assert step1.test is None
+    filled = with_scores(state, step1.text, dev, test)
+    assert filled.lookup(step1.text) == replace(step1, dev=dev, test=test)
+    assert len(filled.scored) == len(state.scored)
+    kept = with_scores(state, INITIAL, dev, None)  # no new test score: the known one stays
+    assert kept.lookup(INITIAL) == replace(state.scored[0], dev=dev)
+    assert summary_of({"score": 1, "n": 2, "low": None, "high": 3}) == Summary(1.0, 2, None, 3.0)
+    assert summary_of(None) is None and summary_of({"n": 2}) is None
+    assert current_scores({"text": "x", "current": {"dev": {"score": 5, "n": 1}, "test": None}}
+                          ) == ("x", Summary(5.0, 1), None)
+    assert current_scores({"text": "x", "current": {"dev": None}}) is None

@@ -1,0 +1,49 @@
+"""Debian's Neovim (0.7.2 in CI) with editors/nvim against the real `gpo lsp`.
+
+The plugin starts `python -m gpo_server.cli lsp`, which starts the daemon on demand in a
+temp runtime dir; the models are the test model server (scripted capitals pair), served
+from this test's event loop while Neovim runs as an asyncio subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from tests.model_server import ModelServer
+from tests.scripted_models import GOOD, ScriptedModels, write_capitals
+from tests.test_lsp_server import server_env, short_dir  # noqa: F401 (a fixture)
+from tests.test_nvim_plugin import nvim
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "editors" / "nvim" / "tests" / "real.lua"
+
+
+async def test_neovim_applies_a_real_suggestion(short_dir: Path) -> None:  # noqa: F811
+    binary = nvim()
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=2, candidates=2)
+    (ws / ".git").mkdir()
+    (ws / "broken.prompt").write_text("---\nmodel: openai/scripted\n---\nline one\n"
+                                      "Hi {{#if country}}\n", encoding="utf-8")
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer) as models:
+        env = {**server_env(short_dir, models.api_base), "GPO_TEST_DIR": str(short_dir),
+               "GPO_TEST_PYTHON": sys.executable,
+               "XDG_STATE_HOME": str(short_dir / "state"),  # the LSP log stays out of $HOME
+               "XDG_CACHE_HOME": str(short_dir / "xdg-cache"),
+               "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            binary, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}",
+            cwd=ws, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 240)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    report = err.decode(errors="replace") + out.decode(errors="replace")
+    assert proc.returncode == 0, report
+    assert "all checks passed" in report
+    assert prompt.read_text(encoding="utf-8").startswith("---\nmodel: openai/scripted\n")
+    assert models.requests > 0
