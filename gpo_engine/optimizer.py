@@ -371,11 +371,7 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
     }
     if guard["suggestion"] is not None and guard["suggestion"]["verdict"] == "worse":
         suggestion = None  # withheld: it would likely make the file worse on unseen rows
-    rejected: dict[str, int] = {}
-    for s in trajectory.steps:
-        for c in s.candidates:
-            if c.status not in ("scored", "raced_out"):
-                rejected[c.status] = rejected.get(c.status, 0) + 1
+    rejected = trajectory.rejected()
     guard["leaks_dropped"] = rejected.get("leak", 0)
     return Result(
         path=str(task.path), task_model=task.task_model, optimizer_model=task.optimizer_model,

@@ -82,6 +82,15 @@ class Trajectory:
         text, dev, _ = max(self.scored(), key=lambda item: (item[1], -item[2]))
         return text, dev
 
+    def rejected(self) -> dict[str, int]:
+        """Candidates dropped before scoring, counted by reason ("leak", "duplicate", ...)."""
+        counts: dict[str, int] = {}
+        for step in self.steps:
+            for c in step.candidates:
+                if c.status not in ("scored", "raced_out"):
+                    counts[c.status] = counts.get(c.status, 0) + 1
+        return counts
+
     def dev_score_of(self, text: str) -> float | None:
         """The full-dev score of `text` if it was ever scored, else None."""
         for candidate, dev, _ in self.scored():

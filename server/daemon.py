@@ -532,7 +532,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
         "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
-        "withheld": withheld,
+        "withheld": withheld, "rejected": trajectory.rejected() if trajectory else {},
         "usage": _usage(job), "job": _job_summary(job),
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gpo_server.lsp_actions import apply_title, format_gain
-from gpo_server.prompt_state import PromptState, Summary
+from gpo_server.prompt_state import Guard, PromptState, Summary, same_prompt
 
 _BARS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24  # newest scores kept in the sparkline
@@ -44,6 +44,30 @@ def format_spend(cost: float, unknown_price: bool) -> str:
         return "spend unknown (no price for the model)"
     text = f"${cost:.4f}" if cost < 1 else f"${cost:.2f}"
     return f"spend {text}" + (" (some prices unknown)" if unknown_price else "")
+
+
+# How the optimizer's rejection reasons read in a hover.
+_REASONS = {"leak": "copied training text (leak)", "over_budget": "over the word budget",
+            "lost_variable": "lost or invented a variable", "duplicate": "duplicate",
+            "unparseable": "unparseable", "empty": "empty", "model_error": "model error",
+            "broken_template": "broken template"}
+
+
+def format_guard(guard: Guard) -> str:
+    """The held-out verdict in words, with the paired test's numbers when known."""
+    if guard.verdict == "untested":
+        return f"not tested on held-out rows ({guard.reason or 'no test outcomes yet'})"
+    numbers = []
+    if guard.delta is not None:
+        numbers.append(f"{format_gain(guard.delta)} pts on test")
+    if guard.p_value is not None:
+        numbers.append("p < 0.001" if guard.p_value < 0.001 else f"p = {guard.p_value:.3f}")
+    if guard.n is not None:
+        numbers.append(f"n = {guard.n}")
+    detail = f" ({', '.join(numbers)})" if numbers else ""
+    if guard.verdict == "worse":
+        return "significantly worse on held-out test rows" + detail
+    return "not significantly worse on held-out test rows" + detail
 
 
 def hover_markdown(state: PromptState | None, body: str) -> str:
@@ -87,6 +111,16 @@ def hover_markdown(state: PromptState | None, body: str) -> str:
     suggestion = state.suggestion_for(body)
     if suggestion is not None:
         lines.append(f"- ready: {apply_title(suggestion, state.budget)}")
+        if suggestion.guard is not None:
+            lines.append(f"- held-out check: {format_guard(suggestion.guard)}")
+    withheld = state.withheld
+    if withheld is not None and same_prompt(withheld.base, body) and withheld.guard:
+        lines.append(f"- withheld: a prompt {format_gain(withheld.gain)} pts on dev is "
+                     f"{format_guard(withheld.guard)}: it overfits the dev rows")
+    if state.rejected:
+        dropped = ", ".join(f"{count} {_REASONS.get(reason, reason)}"
+                            for reason, count in state.rejected)
+        lines.append(f"- dropped candidates: {dropped}")
     job = state.job
     if job is not None and job.active:
         lines.append(f"- optimizing: {job.status}, step {job.step}/{job.total_steps}")

@@ -30,8 +30,12 @@ interval (null bounds when the per-row outcomes are not kept)::
         "dev": Summary,
         "test": Summary | null,
         "gain": float,           #   dev points over `base` (positive)
-        "distance": int          #   word distance from `base`; never above `budget`
+        "distance": int,         #   word distance from `base`; never above `budget`
+        "guard": null | Guard    #   the held-out check of it against `base`
       },
+      "withheld": null | <as suggestion>,  # a suggestion the held-out check found
+                                           # significantly worse (guard.verdict "worse")
+      "rejected": {str: int},    # candidates dropped before scoring, by reason ("leak", ...)
       "usage": {"prompt_tokens": int, "completion_tokens": int, "cost": float,
                 "unknown_price": bool},   # LLM.usage.to_dict(); other keys are ignored
       "job": null | {
@@ -42,6 +46,9 @@ interval (null bounds when the per-row outcomes are not kept)::
         "message": str           #   why it failed or stopped; "" otherwise
       }
     }
+
+`Guard` is `{"verdict": "ok" | "worse" | "untested", "delta": float (test points),
+"p_value": float, "n": int, "reason": str}`; all but `verdict` may be missing.
 
 Unknown keys are ignored so the daemon can add fields without breaking an
 older language server; a missing or mistyped known key raises ValueError
@@ -75,6 +82,17 @@ class ScoredPrompt:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """The overfitting guard's held-out verdict on a suggestion."""
+
+    verdict: str  # "ok" | "worse" | "untested"
+    delta: float | None = None  # test points against the file's text
+    p_value: float | None = None
+    n: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Suggestion:
     text: str
     base: str
@@ -82,6 +100,7 @@ class Suggestion:
     test: Summary | None
     gain: float
     distance: int
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,8 @@ class PromptState:
     suggestion: Suggestion | None
     usage: Usage
     job: Job | None
+    withheld: Suggestion | None = None
+    rejected: tuple[tuple[str, int], ...] = ()  # (reason, count), most first
 
     def lookup(self, body: str) -> ScoredPrompt | None:
         """The evaluated prompt that `body` is, if any (see same_prompt)."""
@@ -218,18 +239,45 @@ def _scored(value: Any, index: int) -> ScoredPrompt:
     )
 
 
-def _suggestion(value: Any) -> Suggestion | None:
+def _suggestion(value: Any, name: str = "suggestion") -> Suggestion | None:
     if value is None:
         return None
-    data = _mapping(value, "suggestion")
+    data = _mapping(value, name)
     return Suggestion(
-        text=_text(_get(data, "text", "suggestion."), "suggestion.text"),
-        base=_text(_get(data, "base", "suggestion."), "suggestion.base"),
-        dev=_summary(_get(data, "dev", "suggestion."), "suggestion.dev"),
-        test=_optional_summary(data.get("test"), "suggestion.test"),
-        gain=_number(_get(data, "gain", "suggestion."), "suggestion.gain"),
-        distance=_int(_get(data, "distance", "suggestion."), "suggestion.distance"),
+        text=_text(_get(data, "text", f"{name}."), f"{name}.text"),
+        base=_text(_get(data, "base", f"{name}."), f"{name}.base"),
+        dev=_summary(_get(data, "dev", f"{name}."), f"{name}.dev"),
+        test=_optional_summary(data.get("test"), f"{name}.test"),
+        gain=_number(_get(data, "gain", f"{name}."), f"{name}.gain"),
+        distance=_int(_get(data, "distance", f"{name}."), f"{name}.distance"),
+        guard=_guard(data.get("guard"), f"{name}.guard"),
     )
+
+
+def _guard(value: Any, name: str) -> Guard | None:
+    if value is None:
+        return None
+    data = _mapping(value, name)
+    verdict = _text(_get(data, "verdict", f"{name}."), f"{name}.verdict")
+    if verdict not in ("ok", "worse", "untested"):
+        raise ValueError(f"prompt state: {name}.verdict must be ok, worse or untested, "
+                         f"got {verdict!r}")
+    return Guard(
+        verdict=verdict,
+        delta=_number(data["delta"], f"{name}.delta") if data.get("delta") is not None else None,
+        p_value=(_number(data["p_value"], f"{name}.p_value")
+                 if data.get("p_value") is not None else None),
+        n=_int(data["n"], f"{name}.n") if data.get("n") is not None else None,
+        reason=_text(data.get("reason", ""), f"{name}.reason"),
+    )
+
+
+def _rejected(value: Any) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    data = _mapping(value, "rejected")
+    counts = [(_text(k, "rejected key"), _int(v, f"rejected.{k}")) for k, v in data.items()]
+    return tuple(sorted(counts, key=lambda kv: (-kv[1], kv[0])))
 
 
 def _usage(value: Any) -> Usage:
@@ -284,4 +332,6 @@ def parse_state(value: Any) -> PromptState:
         suggestion=_suggestion(data.get("suggestion")),
         usage=_usage(data.get("usage")),
         job=_job(data.get("job")),
+        withheld=_suggestion(data.get("withheld"), "withheld"),
+        rejected=_rejected(data.get("rejected")),
     )

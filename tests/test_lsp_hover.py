@@ -74,3 +74,39 @@ def test_spend_formats() -> None:
     assert format_spend(0.0, True) == "spend unknown (no price for the model)"
     assert format_spend(2.5, False) == "spend $2.50"
     assert format_spend(0.01, True) == "spend $0.0100 (some prices unknown)"
+
+
+def test_hover_shows_the_held_out_verdict_of_the_suggestion() -> None:
+    data = state_dict()
+    data["suggestion"]["guard"] = {"verdict": "ok", "delta": 7.5, "p_value": 0.0004, "n": 40}
+    text = hover_markdown(parse_state(data), INITIAL)
+    assert ("- held-out check: not significantly worse on held-out test rows "
+            "(+7.5 pts on test, p < 0.001, n = 40)") in text
+    data["suggestion"]["guard"] = {"verdict": "untested", "reason": "no test rows"}
+    text = hover_markdown(parse_state(data), INITIAL)
+    assert "- held-out check: not tested on held-out rows (no test rows)" in text
+
+
+def test_hover_says_why_a_better_dev_prompt_is_withheld_and_what_was_dropped() -> None:
+    data = state_dict()
+    withheld = data.pop("suggestion")
+    withheld["guard"] = {"verdict": "worse", "delta": -20.0, "p_value": 0.0123, "n": 40}
+    data.update(suggestion=None, withheld=withheld, rejected={"duplicate": 2, "leak": 1})
+    text = hover_markdown(parse_state(data), INITIAL)
+    assert ("- withheld: a prompt +7.5 pts on dev is significantly worse on held-out test rows "
+            "(-20 pts on test, p = 0.012, n = 40): it overfits the dev rows") in text
+    assert "- dropped candidates: 2 duplicate, 1 copied training text (leak)" in text
+    assert "- ready:" not in text
+    # Another buffer text than the one it was judged against: not this text's business.
+    assert "withheld" not in hover_markdown(parse_state(data), STEP1)
+
+
+def test_a_bad_guard_verdict_is_reported_by_name() -> None:
+    data = state_dict()
+    data["suggestion"]["guard"] = {"verdict": "maybe"}
+    try:
+        parse_state(data)
+    except ValueError as exc:
+        assert "suggestion.guard.verdict" in str(exc)
+    else:
+        raise AssertionError("a bad verdict was accepted")
