@@ -266,3 +266,4 @@ async def test_the_editor_sees_the_verdict_of_an_offered_suggestion(tmp_path: Pa
     assert state["withheld"] is None
     assert state["suggestion"]["guard"]["verdict"] == "ok"
     assert state["suggestion"]["guard"]["delta"] == 100.0
+    assert state["rejected"] == result.rejected == trajectory.rejected()
