@@ -17,12 +17,15 @@ from rich.text import Text
 
 from gpo_engine import __version__
 from gpo_engine.errors import GpoError, SourceError
-from gpo_server.commands import COMMANDS
+from gpo_server.commands import MODULES, load
 from gpo_server.commands.common import EXIT_FAIL, EXIT_INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the named command's module is imported (see gpo_server.commands).
+    only = argv[0] if argv and argv[0] in MODULES else None
+    args = build_parser(only).parse_args(argv)
     err = Console(stderr=True)
     try:
         code: int = args.run(args, err)
@@ -44,13 +47,13 @@ def _say(console: Console, label: str, message: str) -> None:
     console.print(Text.assemble((label, "red"), " ", message), highlight=False)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpo", description="GPO prompt optimization for "
                                      ".prompt files")
     parser.add_argument("--version", action="version", version=f"gpo {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.register(sub)
+    for name in [only] if only else MODULES:
+        load(name).register(sub)
     return parser
 
 
