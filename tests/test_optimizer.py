@@ -251,3 +251,13 @@ async def test_the_dollar_cap_covers_the_job_across_resumes(tmp_path: Path) -> N
         assert server.requests == calls
     assert again.steps_done == first.steps_done
     assert "spend limit reached" in again.stopped
+
+
+async def test_relevance_by_embeddings_when_an_embedding_model_is_set(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", steps=3,
+                            extra="gpo.embedding: openai/text-embedding-3-small\n")
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        result = await _run(prompt, server, tmp_path / "c")
+        # Steps 2 and 3 have earlier prompts to rank; each text is embedded once.
+        assert server.embedding_requests >= 1
+    assert result.steps_done == 3 and result.best_dev.score == 100.0
