@@ -29,6 +29,7 @@ from gpo_engine.direction import ScoredPrompt
 from gpo_engine.examples import Example
 from gpo_engine.llm import is_base_model
 from gpo_engine.metrics import judge_prompt
+from gpo_engine.optimizer import race_calls
 from gpo_engine.promptfile import render
 from gpo_engine.schedule import budget_at
 from gpo_engine.task import Task
@@ -118,10 +119,7 @@ def count_calls(task: Task, *, steps_done: int = 0) -> Calls:
     n_train = len(ex.train) or n_dev
     steps = max(0, s.steps - steps_done)
     k = s.candidates
-    if s.racing and n_dev > s.race_size and k > 2:
-        candidate_rows = k * s.race_size + math.ceil(k / 2) * (n_dev - s.race_size)
-    else:
-        candidate_rows = k * n_dev
+    candidate_rows = race_calls(k, n_dev, s.race_size) if s.racing else k * n_dev
     per_step = min(s.batch_size, n_train) + candidate_rows
     initial = n_dev if steps_done == 0 else 0
     task_calls = initial + steps * per_step + 2 * n_test

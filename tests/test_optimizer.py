@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,13 @@ import pytest
 from gpo_engine.errors import ModelCallError
 from gpo_engine.events import Event, JobFailed, JobFinished, JobStarted, StepFinished
 from gpo_engine.llm import LLM
-from gpo_engine.optimizer import Result, optimize_task, pick_suggestion, race_leaders
+from gpo_engine.optimizer import (
+    Result,
+    optimize_task,
+    pick_suggestion,
+    race_calls,
+    race_leaders,
+)
 from gpo_engine.task import load_task, open_llm, open_store
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from tests.model_server import Fault, ModelServer
@@ -180,7 +187,8 @@ async def test_spend_limit_stops_at_a_step_boundary(tmp_path: Path) -> None:
 def test_race_leaders_keeps_the_top_half_and_ties() -> None:
     assert race_leaders([]) == []
     assert race_leaders([10.0, 90.0, 50.0, 70.0]) == [1, 3]
-    assert race_leaders([50.0, 50.0, 50.0, 10.0]) == [0, 1, 2]
+    assert race_leaders([50.0, 50.0, 50.0, 10.0]) == [0, 1]  # a tie goes to the earlier one
+    assert race_leaders([0.0, 0.0, 100.0, 0.0, 0.0]) == [0, 1, 2]
     assert race_leaders([30.0]) == [0]
     assert race_leaders([20.0, 80.0, 60.0]) == [1, 2]
 
@@ -261,3 +269,37 @@ async def test_relevance_by_embeddings_when_an_embedding_model_is_set(tmp_path: 
         # Steps 2 and 3 have earlier prompts to rank; each text is embedded once.
         assert server.embedding_requests >= 1
     assert result.steps_done == 3 and result.best_dev.score == 100.0
+
+
+def test_race_rounds_halve_the_field_and_double_the_rows() -> None:
+    # 8 candidates, 32 dev rows, slice 8: 8 x 8, then 4 x 8 more, then 2 x 16 more.
+    assert race_calls(8, 32, 8) == 64 + 32 + 32 == 256 // 2
+    assert race_calls(5, 8, 4) == 5 * 4 + 3 * 4
+    assert race_calls(2, 32, 8) == 64  # nothing to race
+    assert race_calls(8, 8, 8) == 64  # dev no bigger than the slice
+
+
+async def test_racing_spends_half_the_calls_and_keeps_the_clear_winner(tmp_path: Path) -> None:
+    # 24 dev rows (all pinned), 8 candidates of which one asks for the capital.
+    from tests.scripted_models import CAPITALS
+
+    prompt = write_capitals(tmp_path / "p", steps=1, candidates=8)
+    prompt.write_text(prompt.read_text().replace("gpo.race_size: 4", "gpo.race_size: 6"))
+    rows = [{"country": c, "expected": city, "split": "dev"} for c, city in CAPITALS.items()]
+    (prompt.parent / "capitals.examples.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) +
+        '{"country": "Chad", "expected": "N\'Djamena", "split": "train"}\n')
+    proposals = [GOOD] + [f"<START>Describe the country in style {i}.<END>" for i in range(7)]
+    async with ModelServer(answer=ScriptedModels(proposals).answer) as server:
+        result = await _run(prompt, server, tmp_path / "c")
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None
+    step = saved.steps[0]
+    raced = [c for c in step.candidates if c.status in ("scored", "raced_out")]
+    assert len(raced) == 8
+    # The winner saw every dev row, and the field cost exactly the race's calls.
+    assert step.chosen.startswith("Name the capital city") and step.chosen_dev == 100.0
+    assert sum(c.dev_n for c in raced) == race_calls(8, 24, 6) == 8 * 6 + 4 * 6 + 2 * 12
+    assert result.best_dev.score == 100.0
