@@ -22,18 +22,9 @@ from typing import Any
 import aiohttp
 
 from gpo_server import runtime
+from gpo_server.runtime import DaemonError
 
 TERMINAL = ("finished", "failed", "cancelled")
-
-
-class DaemonError(Exception):
-    """The daemon refused a request (or could not be reached: status 0)."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
-        self.status, self.code, self.message = status, code, message
-        self.details = details or {}
 
 
 class DaemonClient:

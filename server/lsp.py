@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from lsprotocol import types
@@ -33,7 +33,6 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from gpo_engine import __version__
 from gpo_server import runtime
-from gpo_server.client import DaemonClient, DaemonError, connect
 from gpo_server.lsp_actions import (
     COMMAND_OPTIMIZE,
     COMMAND_RESCORE,
@@ -49,6 +48,10 @@ from gpo_server.lsp_edits import suggested_document
 from gpo_server.lsp_hover import hover_markdown
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
 from gpo_server.prompt_state import PromptState, ScoredPrompt, Summary, normalize, parse_state
+from gpo_server.runtime import DaemonError
+
+if TYPE_CHECKING:
+    from gpo_server.client import DaemonClient
 
 log = logging.getLogger("gpo.lsp")
 
@@ -143,6 +146,9 @@ class GpoServer(LanguageServer):
             return self._client
 
     async def _connect(self) -> DaemonClient:
+        # aiohttp (~0.1 s) is imported here, after `initialize` has been answered.
+        from gpo_server.client import DaemonClient, connect
+
         address = self.settings.daemon_address
         if address:
             full = client_address(address)

@@ -9,7 +9,7 @@ with the document URI as their one argument.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol.types import (
     CodeAction,
@@ -19,9 +19,11 @@ from lsprotocol.types import (
     WorkspaceEdit,
 )
 
-from gpo_engine.promptfile import PromptFile
 from gpo_server.lsp_edits import suggestion_workspace_edit
 from gpo_server.prompt_state import PromptState, Suggestion, same_prompt
+
+if TYPE_CHECKING:
+    from gpo_engine.promptfile import PromptFile
 
 COMMAND_OPTIMIZE = "gpo.optimize"
 COMMAND_STOP = "gpo.stop"

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpo_engine.errors import GpoError, Problem, SourceError
 from gpo_engine.examples import SUFFIXES, find_examples_path, load_examples
-from gpo_engine.promptfile import PromptFile, parse_prompt
+
+if TYPE_CHECKING:
+    from gpo_engine.promptfile import PromptFile
 
 # Past this many characters a document is not parsed: the template parser takes
 # seconds per megabyte, and no model takes a prompt this long with its examples.
@@ -36,6 +39,8 @@ def analyze(source: str, path: Path, *, with_examples: bool = True) -> Analysis:
                    f"limit {MAX_PROMPT_CHARS:,})")
         return Analysis(None, (Problem(path, 1, 1, message),), None)
     try:
+        from gpo_engine.promptfile import parse_prompt  # dotpromptz: loaded on first use
+
         prompt = parse_prompt(source, path)
     except SourceError as exc:
         return Analysis(None, tuple(exc.problems), _guess_examples(path) if with_examples

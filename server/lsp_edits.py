@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import difflib
 import re
+from typing import TYPE_CHECKING
 
 from lsprotocol.types import Range, TextEdit, WorkspaceEdit
 
-from gpo_engine.promptfile import PromptFile, with_body
 from gpo_server.text_positions import LineIndex
+
+if TYPE_CHECKING:
+    from gpo_engine.promptfile import PromptFile
 
 # Whitespace runs, words and single punctuation marks; together they are the text.
 _TOKEN = re.compile(r"\s+|\w+|[^\w\s]", re.UNICODE)
@@ -90,6 +93,10 @@ def body_edits(document: str, body_start: int, new_body: str) -> list[TextEdit]:
 
 def suggested_document(prompt: PromptFile, suggestion: str) -> str:
     """The whole document with its body replaced by `suggestion` (frontmatter kept)."""
+    # Imported when first needed: dotpromptz costs ~0.15 s, and `gpo lsp` must answer
+    # `initialize` before it parses any document.
+    from gpo_engine.promptfile import with_body
+
     return with_body(prompt, suggestion)
 
 

@@ -274,3 +274,17 @@ def ensure_daemon(directory: Path | None = None, extra: Sequence[str] = (),
             return status
         proc = spawn_daemon(root, extra)
         return wait_until_serving(root, proc, timeout)
+
+
+class DaemonError(Exception):
+    """The daemon refused a request (or could not be reached: status 0).
+
+    Defined here, not in gpo_server.client, so the language server can catch it
+    without importing aiohttp before it has answered `initialize`.
+    """
+
+    def __init__(self, status: int, code: str, message: str,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or {}

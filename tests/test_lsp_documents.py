@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpo_server import lsp_documents
+from gpo_engine import promptfile
 from gpo_server.lsp_documents import MAX_PROMPT_CHARS, analyze, read_lossy
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
 
@@ -111,7 +111,8 @@ def test_a_parser_crash_becomes_a_problem(tmp_path: Path, monkeypatch: pytest.Mo
     def explode(source: str, path: Path) -> None:
         raise RecursionError("too deep")
 
-    monkeypatch.setattr(lsp_documents, "parse_prompt", explode)
+    # lsp_documents imports the parser when it first needs it, from its module.
+    monkeypatch.setattr(promptfile, "parse_prompt", explode)
     [problem] = analyze(PROMPT, tmp_path / "p.prompt").problems
     assert problem.message == "gpo could not parse this file: too deep"
 

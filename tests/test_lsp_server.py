@@ -444,6 +444,17 @@ def test_the_language_server_never_imports_litellm() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_startup_defers_the_parsers_and_the_http_client() -> None:
+    """`gpo lsp` answers initialize before it needs dotpromptz or aiohttp (~0.25 s)."""
+    code = ("import sys\nfrom gpo_server.cli import build_parser\nbuild_parser('lsp')\n"
+            "from gpo_server.lsp import make_server\nmake_server()\n"
+            "print(','.join(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('dotpromptz', 'aiohttp', 'rich.progress'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_progress_messages_follow_the_event_stream() -> None:
     assert progress_report({"kind": "state", "state": "queued"}) == ("queued", None)
     assert progress_report({"kind": "state", "state": "waiting", "error": "429"}) == (
