@@ -288,3 +288,21 @@ class DaemonError(Exception):
         super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
         self.status, self.code, self.message = status, code, message
         self.details = details or {}
+
+
+def start_args(args: Any) -> list[str]:
+    """The flags a spawned `gpo daemon run` gets from a command's options (argparse args).
+
+    Here, not in the daemon command, so `gpo lsp` can use it without importing
+    the CLI's daemon command (aiohttp, rich) before it answers `initialize`.
+    """
+    out: list[str] = []
+    if getattr(args, "api_base", None):
+        out += ["--api-base", str(args.api_base)]
+    if getattr(args, "cache_dir", None):
+        out += ["--cache-dir", str(Path(args.cache_dir).absolute())]
+    if getattr(args, "idle_timeout", None) is not None:
+        out += ["--idle-timeout", str(args.idle_timeout)]
+    if getattr(args, "tcp", False):
+        out.append("--tcp")
+    return out

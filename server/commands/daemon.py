@@ -18,6 +18,7 @@ from gpo_engine.errors import GpoError
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, connect, event_object
 from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, overrides
+from gpo_server.runtime import start_args
 
 
 def register(sub: Any) -> None:
@@ -49,20 +50,6 @@ def register(sub: Any) -> None:
         if name in ("status", "jobs"):
             action.add_argument("--json", action="store_true", help="print one JSON object")
         action.set_defaults(run=run)
-
-
-def start_args(args: argparse.Namespace) -> list[str]:
-    """The flags a spawned `gpo daemon run` gets from this command's options."""
-    out: list[str] = []
-    if getattr(args, "api_base", None):
-        out += ["--api-base", str(args.api_base)]
-    if getattr(args, "cache_dir", None):
-        out += ["--cache-dir", str(Path(args.cache_dir).absolute())]
-    if getattr(args, "idle_timeout", None) is not None:
-        out += ["--idle-timeout", str(args.idle_timeout)]
-    if getattr(args, "tcp", False):
-        out.append("--tcp")
-    return out
 
 
 def _directory(args: argparse.Namespace) -> Path:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from gpo_server.commands.common import EXIT_OK
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -26,13 +27,13 @@ def register(sub: Any) -> None:
     lsp.add_argument("--log-level", default="WARNING",
                      choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                      help="logging on stderr (the editor's server log)")
-    lsp.set_defaults(run=_run)
+    lsp.set_defaults(run=_run, console=False)
 
 
-def _run(args: argparse.Namespace, err: Console) -> int:
+def _run(args: argparse.Namespace, err: Console | None) -> int:
     # Imported here: `gpo --help` and the other commands need none of pygls.
-    from gpo_server.commands.daemon import start_args
     from gpo_server.lsp import main
+    from gpo_server.runtime import start_args
 
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
