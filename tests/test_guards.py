@@ -228,19 +228,26 @@ async def test_the_cli_neither_proposes_nor_writes_a_withheld_prompt(
     assert "+++ proposed" not in text
 
 
-async def test_the_editor_is_not_offered_a_withheld_suggestion(tmp_path: Path) -> None:
-    """The daemon's prompt state (what hover and the code action show) follows the guard."""
-    from gpo_server.daemon import prompt_state
+async def _finished_job(prompt: Path, answer: Any, cache: Path) -> tuple[Any, Any, Any, Result]:
+    """Optimize `prompt`, then the task, saved trajectory and a finished daemon job of it."""
     from gpo_server.jobs import Job
 
-    prompt = write_capitals(tmp_path / "p", steps=1, body=HONEST)
-    result = await _optimize(prompt, overfitting_answer, tmp_path / "c")
+    result = await _optimize(prompt, answer, cache)
     task = load_task(prompt)
-    store = open_store(tmp_path / "c")
+    store = open_store(cache)
     trajectory = store.latest_for(str(prompt.resolve()))
     store.close()
     job = Job("j1", str(prompt.resolve()), {}, False, task, state="finished",
               result=result.to_dict())
+    return task, trajectory, job, result
+
+
+async def test_the_editor_is_not_offered_a_withheld_suggestion(tmp_path: Path) -> None:
+    """The daemon's prompt state (what hover and the code action show) follows the guard."""
+    from gpo_server.daemon import prompt_state
+
+    prompt = write_capitals(tmp_path / "p", steps=1, body=HONEST)
+    task, trajectory, job, _ = await _finished_job(prompt, overfitting_answer, tmp_path / "c")
     state = prompt_state(task, trajectory, job, {})
     assert state["suggestion"] is None
     assert state["withheld"]["guard"]["verdict"] == "worse"
@@ -252,16 +259,10 @@ async def test_the_editor_is_not_offered_a_withheld_suggestion(tmp_path: Path) -
 
 async def test_the_editor_sees_the_verdict_of_an_offered_suggestion(tmp_path: Path) -> None:
     from gpo_server.daemon import prompt_state
-    from gpo_server.jobs import Job
 
     prompt = write_capitals(tmp_path / "p")
-    result = await _optimize(prompt, ScriptedModels([GOOD]).answer, tmp_path / "c")
-    task = load_task(prompt)
-    store = open_store(tmp_path / "c")
-    trajectory = store.latest_for(str(prompt.resolve()))
-    store.close()
-    job = Job("j1", str(prompt.resolve()), {}, False, task, state="finished",
-              result=result.to_dict())
+    task, trajectory, job, result = await _finished_job(prompt, ScriptedModels([GOOD]).answer,
+                                                        tmp_path / "c")
     state = prompt_state(task, trajectory, job, {})
     assert state["withheld"] is None
     assert state["suggestion"]["guard"]["verdict"] == "ok"

@@ -110,12 +110,21 @@ function M.restart()
   end, 200)
 end
 
--- Run a server command (gpo.optimize, gpo.stop, gpo.rescore) on a buffer.
-function M.command(name, bufnr)
+-- The buffer (0 or nil: the current one) and its gpo client; warns when it has none.
+local function buffer_client(bufnr)
   bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
   local client = M.client_for(bufnr)
   if not client then
     notify('no gpo language server for this buffer', vim.log.levels.WARN)
+  end
+  return bufnr, client
+end
+
+-- Run a server command (gpo.optimize, gpo.stop, gpo.rescore) on a buffer.
+function M.command(name, bufnr)
+  local client
+  bufnr, client = buffer_client(bufnr)
+  if not client then
     return
   end
   local params = { command = name, arguments = { vim.uri_from_bufnr(bufnr) } }
@@ -128,10 +137,9 @@ end
 
 -- Apply the GPO suggestion: ask for code actions, resolve the apply action, apply its edit.
 function M.apply(bufnr, done)
-  bufnr = (bufnr == nil or bufnr == 0) and vim.api.nvim_get_current_buf() or bufnr
-  local client = M.client_for(bufnr)
+  local client
+  bufnr, client = buffer_client(bufnr)
   if not client then
-    notify('no gpo language server for this buffer', vim.log.levels.WARN)
     return
   end
   local last = math.max(vim.api.nvim_buf_line_count(bufnr) - 1, 0)
