@@ -72,3 +72,23 @@ def write_capitals(folder: Path, *, model: str = "openai/scripted", steps: int =
     (folder / "capitals.examples.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return prompt
+
+
+async def run_task(task: Any, api_base: str, cache: Path, *, fast_retries: bool = False,
+                   **kw: Any) -> Any:
+    """optimize_task on `task` against a test model server, with its own cache; closed after.
+
+    fast_retries: back off 10 ms and retry once, for tests that inject outages.
+    """
+    from gpo_engine.optimizer import optimize_task
+    from gpo_engine.task import open_llm, open_store
+
+    llm = open_llm(task, cache_dir=cache, api_base=api_base)
+    if fast_retries:
+        llm.backoff_base, llm.max_retries = 0.01, 1
+    store = open_store(cache)
+    try:
+        return await optimize_task(task, llm, store, **kw)
+    finally:
+        store.close()
+        llm.close()

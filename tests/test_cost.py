@@ -17,7 +17,7 @@ from gpo_engine.optimizer import optimize_task
 from gpo_engine.task import load_task, open_llm, open_store
 from gpo_server.cli import main
 from tests.model_server import ModelServer
-from tests.scripted_models import ScriptedModels, write_capitals
+from tests.scripted_models import ScriptedModels, run_task, write_capitals
 
 # Six different valid rewrites: two steps of three candidates never repeat one,
 # so no candidate is dropped as a duplicate and every counted call happens.
@@ -138,13 +138,7 @@ async def test_one_cap_covers_task_optimizer_and_judge(tmp_path: Path) -> None:
 
     async def run(cache: Path, cap: float | None) -> Any:
         task = load_task(prompt, max_cost=cap, metric="judge")
-        llm = open_llm(task, cache_dir=cache, api_base=server.api_base)
-        store = open_store(cache)
-        try:
-            return await optimize_task(task, llm, store)
-        finally:
-            store.close()
-            llm.close()
+        return await run_task(task, server.api_base, cache)
 
     async with ModelServer(answer=answer) as server:
         free = await run(tmp_path / "uncapped", None)

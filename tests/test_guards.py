@@ -13,11 +13,18 @@ import pytest
 from gpo_engine import update
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.evaluate import EvalResult, Outcome
-from gpo_engine.optimizer import Result, held_out_verdict, optimize_task
-from gpo_engine.task import load_task, open_llm, open_store
+from gpo_engine.optimizer import Result, held_out_verdict
+from gpo_engine.task import load_task, open_store
 from gpo_server.cli import main
 from tests.model_server import ModelServer
-from tests.scripted_models import CAPITALS, GOOD, ScriptedModels, is_meta_prompt, write_capitals
+from tests.scripted_models import (
+    CAPITALS,
+    GOOD,
+    ScriptedModels,
+    is_meta_prompt,
+    run_task,
+    write_capitals,
+)
 
 REVIEWS = [
     ("The soup was cold and the waiter ignored us for the better part of an hour.", "negative"),
@@ -81,14 +88,8 @@ def reviews_models() -> Any:
 
 async def _optimize(prompt: Path, answer: Any, cache: Path) -> Result:
     async with ModelServer(answer=answer) as server:
-        task = load_task(prompt)
-        llm = open_llm(task, cache_dir=cache, api_base=server.api_base)
-        store = open_store(cache)
-        try:
-            return await optimize_task(task, llm, store)
-        finally:
-            store.close()
-            llm.close()
+        result: Result = await run_task(load_task(prompt), server.api_base, cache)
+        return result
 
 
 # -- the leak guard ---------------------------------------------------------------------

@@ -11,18 +11,22 @@ import pytest
 
 from gpo_engine.errors import ModelCallError
 from gpo_engine.events import Event, JobFailed, JobFinished, JobStarted, StepFinished
-from gpo_engine.llm import LLM
 from gpo_engine.optimizer import (
     Result,
-    optimize_task,
     pick_suggestion,
     race_calls,
     race_leaders,
 )
-from gpo_engine.task import load_task, open_llm, open_store
+from gpo_engine.task import load_task, open_store
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from tests.model_server import Fault, ModelServer
-from tests.scripted_models import GOOD, ScriptedModels, is_meta_prompt, write_capitals
+from tests.scripted_models import (
+    GOOD,
+    ScriptedModels,
+    is_meta_prompt,
+    run_task,
+    write_capitals,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,21 +35,10 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _run(prompt: Path, server: ModelServer, cache: Path, **kw: Any) -> Result:
-    task = load_task(prompt)
-    llm = open_llm(task, cache_dir=cache, api_base=server.api_base)
-    llm_retry_fast(llm)
-    store = open_store(cache)
-    try:
-        return await optimize_task(task, llm, store, **kw)
-    finally:
-        store.close()
-        llm.close()
-
-
-def llm_retry_fast(llm: LLM) -> None:
-    # Retries back off for a second or more by default; tests need no wait.
-    llm.backoff_base = 0.01
-    llm.max_retries = 1
+    # Retries back off for a second or more by default; these tests need no wait.
+    result: Result = await run_task(load_task(prompt), server.api_base, cache,
+                                    fast_retries=True, **kw)
+    return result
 
 
 async def test_finds_the_better_prompt_and_saves_every_step(tmp_path: Path) -> None:
