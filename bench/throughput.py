@@ -11,6 +11,7 @@ the ideal ceil(calls / C) x latency, which assumes every slot is busy all the
 time. The response cache is off, so every call is real.
 
     python bench/throughput.py                  # latency 200 ms, C = 1 4 16 64
+    python bench/throughput.py --concurrency 16 --repeat 5   # the target's median run
     python bench/throughput.py --quick          # smoke size
 """
 
@@ -73,12 +74,20 @@ async def one_step(api_base: str, folder: Path, concurrency: int, args: argparse
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per C: the run with the median wall time of `--repeat` runs,
+    with the lowest and highest ratio of those runs beside it."""
     rows = []
     for concurrency in args.concurrency:
-        with servers.spawn("simple", args.latency, concurrency) as api_base, \
-                tempfile.TemporaryDirectory(prefix="gpo-throughput-") as scratch:
-            rows.append(asyncio.run(one_step(api_base, Path(scratch), concurrency, args)))
-        print(f"  C={concurrency}: {rows[-1]['wall']:.2f} s", file=sys.stderr, flush=True)
+        runs = []
+        for _ in range(args.repeat):
+            with servers.spawn("simple", args.latency, concurrency) as api_base, \
+                    tempfile.TemporaryDirectory(prefix="gpo-throughput-") as scratch:
+                runs.append(asyncio.run(one_step(api_base, Path(scratch), concurrency, args)))
+            print(f"  C={concurrency}: {runs[-1]['wall']:.2f} s", file=sys.stderr, flush=True)
+        runs.sort(key=lambda r: r["wall"])
+        row = dict(runs[(len(runs) - 1) // 2])
+        row["lowest"], row["highest"] = runs[0]["ratio"], runs[-1]["ratio"]
+        rows.append(row)
     return rows
 
 
@@ -89,20 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--dev", type=int, default=32, help="dev rows")
     parser.add_argument("--batch-size", type=int, default=8, help="train minibatch")
-    parser.add_argument("--quick", action="store_true", help="smoke size: 4 x 8, 20 ms, C = 1 16")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per C; the table shows the median run and the range")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke size: 4 x 8, 20 ms, C = 1 16, 2 runs each")
     args = parser.parse_args(argv)
     if args.quick:
         args.latency, args.candidates, args.dev, args.batch_size = 0.02, 4, 8, 4
         args.concurrency = [1, 16]
+        args.repeat = 2  # so the smoke test goes through the median and range too
     print(f"# throughput: one GPO step, {args.candidates} candidates x {args.dev} dev rows, "
-          f"latency {args.latency * 1000:.0f} ms\n")
+          f"latency {args.latency * 1000:.0f} ms, {args.repeat} run(s) per C\n")
     print(f"machine: {common.machine()}\n")
     rows = run(args)
     print(common.table(
-        ["C", "calls", "wall s", "ideal s", "wall / ideal", "three-wave ideal s",
-         "wall / three-wave", "429s", "retries"],
-        [[r["C"], r["calls"], r["wall"], r["ideal"], r["ratio"], r["phased"],
-          r["wall"] / r["phased"], r["rate_limited"], r["retries"]] for r in rows]))
+        ["C", "calls", "wall s", "ideal s", "wall / ideal", "range of runs",
+         "three-wave ideal s", "wall / three-wave", "429s", "retries"],
+        [[r["C"], r["calls"], r["wall"], r["ideal"], r["ratio"],
+          f"{r['lowest']:.2f}-{r['highest']:.2f}", r["phased"], r["wall"] / r["phased"],
+          r["rate_limited"], r["retries"]] for r in rows]))
     print()
     pick = next((r for r in rows if r["C"] == TARGET_C), rows[-1])
     print(common.headline(f"wall / ideal at C={pick['C']}", pick["ratio"],

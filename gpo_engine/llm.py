@@ -17,35 +17,30 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import contextlib
-import email.utils
 import functools
 import hashlib
 import importlib.util
 import json
 import random
-import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import concurrency
+from .concurrency import MAX_RETRY_WAIT, AdaptiveLimit, CallSlot, retry_after_seconds
 from .errors import ConfigError, GpoError, ModelCallError, SpendLimitReached
 
 LOCAL_PREFIX = "local/"
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
 LOCAL_INSTALL_COMMAND = "pip install 'gpo-lsp[local]'"
-MAX_RETRY_WAIT = 60.0  # seconds; a Retry-After beyond this is capped, not obeyed
 # Extra seconds over `timeout` before our own watchdog gives up on a call whose
 # provider ignores the timeout it was given (custom providers, stuck sockets).
 _WATCHDOG_GRACE = 5.0
 _EMBED_BATCH = 256  # inputs per embedding request; providers cap this (OpenAI: 2048)
 _CACHE_VERSION = 1  # bump when the cached value's shape changes
 RESPONSES_DIR = "responses"  # the response cache's folder inside the cache directory
-# A model's concurrency limit, once halved by a 429, grows back by one after
-# this many successful calls in a row: slowly, so it settles under the
-# provider's real limit instead of bouncing off it.
-GROW_AFTER = 16
 
 
 class NotCached(GpoError):
@@ -209,37 +204,6 @@ def cache_key(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def retry_after_seconds(
-    headers: Mapping[str, Any] | None, now: float | None = None
-) -> float | None:
-    """Seconds a server asked us to wait, from Retry-After (seconds or HTTP date)
-    or OpenAI's retry-after-ms; None when absent or unreadable. Never negative."""
-    if not headers:
-        return None
-    lowered = {str(k).lower(): str(v).strip() for k, v in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # RFC 7231 dates are GMT; a naive parse means it said so
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
 @dataclass(frozen=True)
 class Failure:
     """How a failed call is reported and whether it is worth another try."""
@@ -357,62 +321,6 @@ class _ResponseCache:
         )
 
 
-class AdaptiveLimit:
-    """How many calls to one model may be in flight: `limit`, between 1 and `ceiling`.
-
-    Additive increase, multiplicative decrease (as TCP does): a 429 halves
-    the limit (once per burst: the 429s of calls that started before the
-    last halving do not halve it again) and, with a Retry-After, holds new
-    calls back until then; GROW_AFTER successes in a row raise it by one,
-    never above the configured ceiling.
-    """
-
-    def __init__(self, ceiling: int) -> None:
-        self.ceiling = ceiling
-        self.limit = ceiling
-        self.in_flight = 0
-        self.lowest = ceiling  # the lowest the limit went (reported, and asserted in tests)
-        self._streak = 0
-        self._epoch = 0  # bumped by every halving
-        self._resume_at = 0.0  # loop time before which no new call starts (Retry-After)
-        self._cond = asyncio.Condition()
-
-    async def acquire(self) -> int:
-        """Wait for a slot; returns the epoch to hand back to `release`."""
-        loop = asyncio.get_running_loop()
-        while True:
-            async with self._cond:
-                wait = self._resume_at - loop.time()
-                if wait <= 0 and self.in_flight < self.limit:
-                    self.in_flight += 1
-                    return self._epoch
-                if wait <= 0:
-                    await self._cond.wait()
-                    continue
-            await asyncio.sleep(wait)  # outside the lock: others may release meanwhile
-
-    async def release(self, epoch: int, rate_limited: bool, ok: bool,
-                      retry_after: float | None) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            if rate_limited:
-                self._streak = 0
-                if epoch == self._epoch:
-                    self.limit = max(1, self.limit // 2)
-                    self.lowest = min(self.lowest, self.limit)
-                    self._epoch += 1
-                if retry_after:
-                    now = asyncio.get_running_loop().time()
-                    self._resume_at = max(self._resume_at,
-                                          now + min(retry_after, MAX_RETRY_WAIT))
-            elif ok:
-                self._streak += 1
-                if self.limit < self.ceiling and self._streak >= GROW_AFTER:
-                    self.limit += 1
-                    self._streak = 0
-            self._cond.notify_all()
-
-
 def _litellm() -> Any:
     import litellm
 
@@ -459,6 +367,10 @@ class LLM:
         # asyncio primitives belong to one event loop; a new loop gets new semaphores.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limits: dict[str, AdaptiveLimit] = {}
+        self._stages: dict[str, asyncio.Semaphore] = {}
+        # Models whose calls go through concurrency.session(): their slots are
+        # held per HTTP request (learned from the first call; see _learn_transport).
+        self._per_request: set[str] = set()
 
     # -- public --------------------------------------------------------------
 
@@ -520,9 +432,13 @@ class LLM:
             kwargs["seed"] = sample
         else:
             kwargs.update(self._endpoint())
+            # Our session: its trace hooks let a call hold its slot only while its
+            # HTTP request is out (gpo_engine.concurrency).
+            kwargs["shared_session"] = await concurrency.session()
         litellm = _litellm()
         response = await self._call(
-            model, functools.partial(litellm.acompletion, **kwargs), _check_choices
+            model, functools.partial(litellm.acompletion, **kwargs), _check_choices,
+            http=not is_base_model(model),
         )
         text = response.choices[0].message.content or ""
         prompt_tokens, completion_tokens = _tokens(response)
@@ -610,6 +526,7 @@ class LLM:
         if loop is not self._loop:
             self._loop = loop
             self._limits = {}
+            self._stages = {}
         if model not in self._limits:
             self._limits[model] = AdaptiveLimit(self.concurrency)
         return self._limits[model]
@@ -631,39 +548,52 @@ class LLM:
         model: str,
         send: Callable[[], Awaitable[Any]],
         check: Callable[[Any], None],
+        *,
+        http: bool = False,
     ) -> Any:
         """Send within the model's adaptive concurrency limit, retrying retryable failures.
 
         The slot is released while backing off so the limit counts calls in
         flight, not calls waiting to retry; a 429 halves the limit first, so
-        the retry goes out at the lower concurrency."""
+        the retry goes out at the lower concurrency. `http`: the call goes
+        through `concurrency.session()`; once a model's calls are seen to, the
+        slot is held per HTTP request instead of around the whole call."""
         usage = self.usage.model(model)
         limit = self._limit(model)
         attempt = 0
         while True:
-            epoch = await limit.acquire()
+            slot = CallSlot(limit, at_request=http and model in self._per_request)
+            # Calls litellm is preparing or parsing are bounded too (twice the
+            # ceiling), or every queued row would become a request object at once.
+            staging = self._staging(model) if slot.at_request else contextlib.nullcontext()
             failure: Failure | None = None
             ok = False
-            try:
-                # Checked again here, when the call would go out: calls queued for
-                # a slot all passed the first check back when nothing was spent.
-                self._check_spend()
-                usage.calls += 1
+            async with staging:
+                epoch = None if slot.at_request else await limit.acquire()
                 try:
-                    response = await asyncio.wait_for(send(), self.timeout + _WATCHDOG_GRACE)
-                    check(response)
-                    ok = True
-                    return response
-                except Exception as exc:
-                    failure = classify_error(exc)
-                    error = exc
-            finally:
-                rate_limited = failure is not None and failure.kind == "rate_limit"
-                usage.rate_limited += rate_limited
-                # Shielded: a cancelled call must still give its slot back.
-                await asyncio.shield(limit.release(
-                    epoch, rate_limited, ok, failure.wait if failure is not None else None))
-                usage.concurrency = limit.limit
+                    # Checked again here, when the call would go out: calls queued for
+                    # a slot all passed the first check back when nothing was spent.
+                    self._check_spend()
+                    usage.calls += 1
+                    try:
+                        with concurrency.making(slot):
+                            response = await asyncio.wait_for(
+                                send(), self.timeout + _WATCHDOG_GRACE)
+                        check(response)
+                        ok = True
+                        return response
+                    except Exception as exc:
+                        failure = classify_error(exc)
+                        error = exc
+                finally:
+                    rate_limited = failure is not None and failure.kind == "rate_limit"
+                    usage.rate_limited += rate_limited
+                    if epoch is not None:
+                        limit.release(epoch, rate_limited, ok,
+                                      failure.wait if failure is not None else None)
+                    usage.concurrency = limit.limit
+                    if http:
+                        self._learn_transport(model, slot)
             assert failure is not None
             if not failure.retry or attempt >= self.max_retries:
                 usage.failures += 1
@@ -671,6 +601,22 @@ class LLM:
             attempt += 1
             usage.retries += 1
             await asyncio.sleep(self._backoff(attempt, failure.wait))
+
+    def _learn_transport(self, model: str, slot: CallSlot) -> None:
+        """Hold a model's slots per request once its calls are seen going through
+        our session; around whole calls again if one is seen not to (litellm
+        reused an HTTP client made without it), so the limit is never bypassed
+        for more than the calls already staged."""
+        if slot.requests:
+            self._per_request.add(model)
+        elif slot.at_request:
+            self._per_request.discard(model)
+
+    def _staging(self, model: str) -> asyncio.Semaphore:
+        self._limit(model)  # resets the per-loop state on a new loop
+        if model not in self._stages:
+            self._stages[model] = asyncio.Semaphore(2 * self.concurrency)
+        return self._stages[model]
 
     def _backoff(self, attempt: int, requested: float | None) -> float:
         """The server's Retry-After when it gave a positive one; else exponential

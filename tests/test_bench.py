@@ -59,6 +59,11 @@ def test_throughput_quick() -> None:
     calls = {int(c) for c in column(out, 0, "calls")}
     assert len(calls) == 1 and calls.pop() > 0  # the same step at every concurrency
     assert column(out, 0, "429s") == ["0", "0"]  # the llm layer never exceeds the cap
+    # Two runs per C: the row is the median run, inside the range of both.
+    for ratio, spread in zip(column(out, 0, "wall / ideal"), column(out, 0, "range of runs"),
+                             strict=True):
+        low, high = (float(x) for x in spread.split("-"))
+        assert low <= float(ratio) <= high
     check_headline(out)
 
 

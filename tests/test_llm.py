@@ -18,11 +18,11 @@ import pytest
 from model_server import Fault, ModelServer, fake_embedding
 
 from gpo_engine import llm as llm_module
+from gpo_engine.concurrency import MAX_RETRY_WAIT, retry_after_seconds
 from gpo_engine.errors import ConfigError, ModelCallError, SpendLimitReached
 from gpo_engine.llm import (
     DEFAULT_LOCAL_MODEL,
     LLM,
-    MAX_RETRY_WAIT,
     ModelUsage,
     Usage,
     cache_key,
@@ -30,7 +30,6 @@ from gpo_engine.llm import (
     default_cache_dir,
     is_base_model,
     resolve_model,
-    retry_after_seconds,
 )
 
 MODEL = "openai/fake"

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gpo_engine.llm import GROW_AFTER, LLM, AdaptiveLimit
+from gpo_engine.concurrency import GROW_AFTER, AdaptiveLimit
+from gpo_engine.llm import LLM
 from gpo_engine.optimizer import optimize_task
 from gpo_engine.task import load_task, open_llm, open_store
 from tests.model_server import ModelServer
@@ -44,31 +45,31 @@ async def test_a_429_halves_once_per_burst() -> None:
     assert limit.in_flight == 6
     # Six calls of one burst come back 429: one halving, not six.
     for epoch in epochs:
-        await limit.release(epoch, rate_limited=True, ok=False, retry_after=None)
+        limit.release(epoch, rate_limited=True, ok=False, retry_after=None)
     assert (limit.limit, limit.lowest, limit.in_flight) == (4, 4, 0)
     # A call started after the halving that also gets a 429 halves again.
     epoch = await limit.acquire()
-    await limit.release(epoch, rate_limited=True, ok=False, retry_after=None)
+    limit.release(epoch, rate_limited=True, ok=False, retry_after=None)
     assert limit.limit == 2
     for _ in range(5):
-        await limit.release(await limit.acquire(), rate_limited=True, ok=False, retry_after=None)
+        limit.release(await limit.acquire(), rate_limited=True, ok=False, retry_after=None)
     assert limit.limit == 1 and limit.lowest == 1  # never below one
 
 
 async def test_successes_grow_the_limit_by_one_up_to_the_ceiling() -> None:
     limit = AdaptiveLimit(3)
-    await limit.release(await limit.acquire(), rate_limited=True, ok=False, retry_after=None)
+    limit.release(await limit.acquire(), rate_limited=True, ok=False, retry_after=None)
     assert limit.limit == 1
     for _ in range(GROW_AFTER - 1):
-        await limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
+        limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
     assert limit.limit == 1
-    await limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
+    limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
     assert limit.limit == 2
     # Other failures neither grow nor shrink it, and break no streak of 429s.
-    await limit.release(await limit.acquire(), rate_limited=False, ok=False, retry_after=None)
+    limit.release(await limit.acquire(), rate_limited=False, ok=False, retry_after=None)
     assert limit.limit == 2
     for _ in range(10 * GROW_AFTER):
-        await limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
+        limit.release(await limit.acquire(), rate_limited=False, ok=True, retry_after=None)
     assert limit.limit == 3  # the configured ceiling, never above
 
 
@@ -76,7 +77,7 @@ async def test_retry_after_holds_new_calls_back() -> None:
     limit = AdaptiveLimit(4)
     loop = asyncio.get_running_loop()
     epoch = await limit.acquire()
-    await limit.release(epoch, rate_limited=True, ok=False, retry_after=30.0)
+    limit.release(epoch, rate_limited=True, ok=False, retry_after=30.0)
     assert limit._resume_at >= loop.time() + 29
     waiting = asyncio.ensure_future(limit.acquire())
     await asyncio.sleep(0)

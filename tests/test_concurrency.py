@@ -1,0 +1,183 @@
+"""Where a call holds its model's slot: the adaptive limit's queue, and the HTTP-level gate."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gpo_engine import concurrency
+from gpo_engine.concurrency import AdaptiveLimit
+from gpo_engine.llm import LLM
+from tests.model_server import ModelServer
+
+MODEL = "openai/fake"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ask(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"question {i}"}]
+
+
+# -- the limit's queue ----------------------------------------------------------------
+
+
+async def test_a_freed_slot_goes_to_the_longest_waiter() -> None:
+    limit = AdaptiveLimit(1)
+    first = await limit.acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        epoch = await limit.acquire()
+        order.append(i)
+        limit.release(epoch, rate_limited=False, ok=True, retry_after=None)
+
+    waiters = [asyncio.ensure_future(wait(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    assert limit.in_flight == 1 and order == []
+    limit.release(first, rate_limited=False, ok=True, retry_after=None)
+    await asyncio.gather(*waiters)
+    assert order == [0, 1, 2, 3, 4]
+    assert limit.in_flight == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
+    limit = AdaptiveLimit(1)
+    held = await limit.acquire()
+    doomed = asyncio.ensure_future(limit.acquire())
+    later = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    # The slot is handed to `doomed`, which is cancelled before it runs again.
+    limit.release(held, rate_limited=False, ok=True, retry_after=None)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    await asyncio.wait_for(later, 1.0)  # the slot moved on instead of leaking
+    assert limit.in_flight == 1
+
+
+async def test_retry_after_holds_waiters_then_lets_them_go() -> None:
+    limit = AdaptiveLimit(2)
+    epoch = await limit.acquire()
+    limit.release(epoch, rate_limited=True, ok=False, retry_after=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(limit.acquire(), 2.0)
+    assert loop.time() - started >= 0.19
+    assert limit.limit == 1
+
+
+# -- the HTTP-level gate ----------------------------------------------------------------
+
+
+async def test_after_the_first_call_slots_are_held_per_request_and_the_cap_holds() -> None:
+    async with ModelServer(latency=0.05, max_concurrency=3) as server:
+        llm = LLM(cache_dir=None, concurrency=3, api_base=server.api_base, api_key="test")
+        await llm.complete(MODEL, _ask(-1))
+        assert MODEL in llm._per_request  # the first call showed its request went through us
+        await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(24)))
+        assert server.max_in_flight <= 3
+        assert server.rejected == 0
+        limit = llm.concurrency_limit(MODEL)
+        assert limit is not None and limit.in_flight == 0
+        usage = llm.usage.per_model[MODEL]
+        assert (usage.calls, usage.failures, usage.retries) == (25, 0, 0)
+
+
+async def test_a_transport_that_bypasses_the_gate_falls_back_to_whole_call_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A session without the trace hooks stands in for litellm reusing an HTTP
+    # client made elsewhere: the call never shows up at the gate.
+    plain: list[aiohttp.ClientSession] = []
+
+    async def untraced() -> aiohttp.ClientSession:
+        if not plain:
+            plain.append(aiohttp.ClientSession())
+        return plain[0]
+
+    async with ModelServer(latency=0.05, max_concurrency=2) as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
+        llm._per_request.add(MODEL)  # as if an earlier call had gone through the gate
+        monkeypatch.setattr(concurrency, "session", untraced)
+        try:
+            await llm.complete(MODEL, _ask(-1))
+            assert MODEL not in llm._per_request  # seen bypassing: back to whole-call slots
+            await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(12)))
+        finally:
+            await plain[0].close()
+        assert server.max_in_flight <= 2 and server.rejected == 0
+
+
+async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_digest_lock() -> None:
+    async with ModelServer(latency=5.0) as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
+        server.latency = 0.0
+        await llm.complete(MODEL, _ask(-1))  # learn the gate
+        server.latency = 5.0
+        call = asyncio.ensure_future(llm.complete(MODEL, _ask(0)))
+        while server.in_flight == 0:
+            await asyncio.sleep(0.01)
+        limit = llm.concurrency_limit(MODEL)
+        assert limit is not None and limit.in_flight == 1  # held by the request, per request
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert limit.in_flight == 0
+        assert not concurrency._digest_lock().locked()
+        server.latency = 0.0
+        done = await asyncio.wait_for(llm.complete(MODEL, _ask(1)), 10)
+        assert done.text
+
+
+async def test_a_429_at_the_request_halves_the_limit_and_the_retry_succeeds() -> None:
+    async with ModelServer(latency=0.02, max_concurrency=2, overload_retry_after="0.05") as server:
+        llm = LLM(cache_dir=None, concurrency=6, api_base=server.api_base, api_key="test",
+                  backoff_base=0.01)
+        await llm.complete(MODEL, _ask(-1))
+        assert MODEL in llm._per_request
+        await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(30)))
+    limit = llm.concurrency_limit(MODEL)
+    usage = llm.usage.per_model[MODEL]
+    assert server.rejected > 0 and usage.failures == 0
+    assert limit is not None and limit.lowest <= 3
+    assert usage.rate_limited == server.rejected
+
+
+def test_the_session_is_closed_when_the_loop_shuts_down(tmp_path: Path) -> None:
+    # A fresh interpreter, so aiohttp's "Unclosed client session" (printed at
+    # garbage collection or exit) would land on its stderr.
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import asyncio, gc, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from gpo_engine import concurrency\n"
+        "from gpo_engine.llm import LLM\n"
+        "from tests.model_server import ModelServer\n"
+        "made = []\n"
+        "async def main():\n"
+        "    async with ModelServer() as server:\n"
+        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test')\n"
+        "        for i in range(3):\n"
+        "            await llm.complete('openai/fake', [{'role': 'user', 'content': str(i)}])\n"
+        "        made.append(await concurrency.session())\n"
+        "asyncio.run(main())\n"
+        "asyncio.run(main())  # a second loop gets a session of its own\n"
+        "gc.collect()\n"
+        "assert made[0] is not made[1], 'one session per loop'\n"
+        "assert all(s.closed for s in made), 'a session outlived its loop'\n"
+        "assert not concurrency._sessions, concurrency._sessions\n"
+        "print('ok')\n"
+    )
+    env: dict[str, Any] = {"OPENAI_API_KEY": "test", "PATH": "/usr/bin:/bin",
+                           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run([sys.executable, "-W", "always", str(script)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "Unclosed" not in done.stderr, done.stderr
