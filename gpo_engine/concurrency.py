@@ -159,23 +159,96 @@ class AdaptiveLimit:
         self._hand_out()  # sets a new timer if Retry-After was pushed further meanwhile
 
 
+class Baton:
+    """One holder at a time, handed on in arrival order; a waiter that has waited
+    `patience` seconds goes on without it.
+
+    Held through the stretches of litellm's CPU work (preparing a request,
+    digesting an answer) so that the event loop polls its sockets between two
+    of them: an answer that lands while others are queued is noticed after one
+    stretch (~2-3 ms), not after all of them. The patience bounds what a holder
+    stuck on something slow (litellm refreshing a credential, say) can cost the
+    others: ordering, never progress.
+    """
+
+    def __init__(self, patience: float = 0.25) -> None:
+        self.patience = patience
+        self.held = False
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    async def take(self) -> bool:
+        """True once held; False if the patience ran out first (not held)."""
+        if not self.held and not self._waiters:
+            self.held = True
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(self.patience, self._give_up, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self.give()  # handed over just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+        finally:
+            timer.cancel()
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)  # stays held, by the next in line
+                return
+        self.held = False
+
+    def _give_up(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            waiter.set_result(False)
+
+
+_batons: dict[asyncio.AbstractEventLoop, Baton] = {}
+
+
+def baton() -> Baton:
+    """This event loop's baton (asyncio futures belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    found = _batons.get(loop)
+    if found is None:
+        found = _batons[loop] = Baton()
+    return found
+
+
 @dataclass
 class CallSlot:
-    """One model call's hold on its model's limit."""
+    """One model call's hold on its model's limit, and on the loop's baton."""
 
     limit: AdaptiveLimit
     at_request: bool  # the trace hooks take and give back the slot of each HTTP request
     requests: int = 0  # HTTP requests this call sent through `session()`
     held: list[int] = field(default_factory=list)  # epochs of its requests at the provider
-    digesting: asyncio.Lock | None = None  # held while litellm digests the answer
+    has_baton: bool = False
+
+    async def take_baton(self) -> None:
+        if not self.has_baton:
+            self.has_baton = await baton().take()
+
+    def give_baton(self) -> None:
+        if self.has_baton:
+            self.has_baton = False
+            baton().give()
 
     def release_all(self) -> None:
-        """Give back what a request still holds: one cancelled before any trace hook ran."""
+        """Give back what the call still holds: a request cancelled before its
+        trace hooks ran, the baton of a call that failed inside litellm."""
         while self.held:
             self.limit.release(self.held.pop(), rate_limited=False, ok=False, retry_after=None)
-        if self.digesting is not None:
-            self.digesting.release()
-            self.digesting = None
+        self.give_baton()
 
 
 # The call the current task is making. Tasks litellm starts inside a call copy
@@ -199,6 +272,7 @@ async def _on_request_start(_session: Any, _ctx: SimpleNamespace, _params: Any) 
     if slot is None:
         return
     slot.requests += 1
+    slot.give_baton()  # litellm has prepared the request
     if slot.at_request:
         slot.held.append(await slot.limit.acquire())
 
@@ -215,31 +289,15 @@ async def _on_request_end(_session: Any, _ctx: SimpleNamespace, params: Any) -> 
     # Let the call that was just handed the slot send its request before this
     # one goes on to litellm's parsing, pricing and logging of the answer.
     await asyncio.sleep(0)
-    if slot.digesting is None and params.response.content.is_eof():
-        # One answer digested at a time: the event loop polls its sockets between
-        # two digests, so an answer landing meanwhile frees its slot after one
-        # digest (~3 ms), not after all those queued before it. Only once the
-        # whole body is in: the lock must never wait on the network.
-        lock = _digest_lock()
-        await lock.acquire()
-        slot.digesting = lock  # only once held: a cancelled wait holds nothing
+    if params.response.content.is_eof():
+        # Only once the whole body is in: the baton must not wait on the network.
+        await slot.take_baton()
 
 
 async def _on_request_exception(_session: Any, _ctx: SimpleNamespace, _params: Any) -> None:
     slot = _current.get()
     if slot is not None and slot.held:
         slot.limit.release(slot.held.pop(), rate_limited=False, ok=False, retry_after=None)
-
-
-_digest_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-
-
-def _digest_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _digest_locks.get(loop)
-    if lock is None:
-        lock = _digest_locks[loop] = asyncio.Lock()
-    return lock
 
 
 # One session per event loop (aiohttp sessions belong to the loop they were made in).
@@ -279,5 +337,5 @@ async def _close_at_shutdown(loop: asyncio.AbstractEventLoop, made: Any) -> Any:
     finally:
         _sessions.pop(loop, None)
         _closers.pop(loop, None)
-        _digest_locks.pop(loop, None)
+        _batons.pop(loop, None)
         await made.close()

@@ -577,6 +577,12 @@ class LLM:
                     usage.calls += 1
                     try:
                         with concurrency.making(slot):
+                            # litellm's preparation of the request is CPU work: one
+                            # stretch at a time (concurrency.Baton). Only for a model
+                            # whose requests are known to reach the hook that hands
+                            # the baton on.
+                            if slot.at_request and model in self._per_request:
+                                await slot.take_baton()
                             response = await asyncio.wait_for(
                                 send(), self.timeout + _WATCHDOG_GRACE)
                         check(response)

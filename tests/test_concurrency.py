@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gpo_engine import concurrency
-from gpo_engine.concurrency import AdaptiveLimit
+from gpo_engine.concurrency import AdaptiveLimit, Baton
 from gpo_engine.llm import LLM
 from tests.model_server import ModelServer
 
@@ -72,6 +72,56 @@ async def test_retry_after_holds_waiters_then_lets_them_go() -> None:
     assert limit.limit == 1
 
 
+# -- the baton ----------------------------------------------------------------------------
+
+
+async def test_the_baton_goes_to_waiters_in_arrival_order() -> None:
+    baton = Baton(patience=5.0)
+    assert await baton.take()
+    order: list[int] = []
+
+    async def turn(i: int) -> None:
+        assert await baton.take()
+        order.append(i)
+        await asyncio.sleep(0)  # still held: nobody else runs its turn meanwhile
+        order.append(i)
+        baton.give()
+
+    turns = [asyncio.ensure_future(turn(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    baton.give()
+    await asyncio.gather(*turns)
+    assert order == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert not baton.held
+
+
+async def test_a_waiter_goes_on_without_the_baton_when_its_patience_runs_out() -> None:
+    baton = Baton(patience=0.05)
+    assert await baton.take()  # a holder that never gives it back (stuck on the network)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(baton.take(), 2.0) is False
+    assert 0.04 <= loop.time() - started < 1.0
+    baton.give()
+    assert not baton.held  # the one that gave up was not in line any more
+    assert await baton.take()
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_baton_passes_it_on() -> None:
+    baton = Baton(patience=5.0)
+    assert await baton.take()
+    doomed = asyncio.ensure_future(baton.take())
+    later = asyncio.ensure_future(baton.take())
+    await asyncio.sleep(0)
+    baton.give()
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await asyncio.wait_for(later, 1.0) is True
+    baton.give()
+    assert not baton.held
+
+
 # -- the HTTP-level gate ----------------------------------------------------------------
 
 
@@ -114,7 +164,7 @@ async def test_a_transport_that_bypasses_the_gate_falls_back_to_whole_call_slots
         assert server.max_in_flight <= 2 and server.rejected == 0
 
 
-async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_digest_lock() -> None:
+async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_baton() -> None:
     async with ModelServer(latency=5.0) as server:
         llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
         server.latency = 0.0
@@ -129,7 +179,7 @@ async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_digest_lo
         with pytest.raises(asyncio.CancelledError):
             await call
         assert limit.in_flight == 0
-        assert not concurrency._digest_lock().locked()
+        assert not concurrency.baton().held
         server.latency = 0.0
         done = await asyncio.wait_for(llm.complete(MODEL, _ask(1)), 10)
         assert done.text
@@ -181,3 +231,30 @@ def test_the_session_is_closed_when_the_loop_shuts_down(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
     assert "Unclosed" not in done.stderr, done.stderr
+
+
+async def test_the_baton_is_held_while_litellm_prepares_and_digests_not_at_the_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, bool]] = []
+    start, end = concurrency._on_request_start, concurrency._on_request_end
+
+    async def spy_start(*args: Any) -> None:
+        seen.append(("prepared", concurrency.baton().held))
+        await start(*args)
+        seen.append(("sent", concurrency.baton().held))
+
+    async def spy_end(*args: Any) -> None:
+        await end(*args)
+        seen.append(("digesting", concurrency.baton().held))
+
+    monkeypatch.setattr(concurrency, "_on_request_start", spy_start)
+    monkeypatch.setattr(concurrency, "_on_request_end", spy_end)
+    async with ModelServer() as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
+        await llm.complete(MODEL, _ask(0))  # the first call: whole-call slot, no baton
+        assert seen[:2] == [("prepared", False), ("sent", False)]
+        seen.clear()
+        await llm.complete(MODEL, _ask(1))
+        assert seen == [("prepared", True), ("sent", False), ("digesting", True)]
+        assert not concurrency.baton().held  # given back when the call returned
