@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -320,7 +321,14 @@ async def session() -> Any:
     trace.on_request_start.append(_on_request_start)
     trace.on_request_end.append(_on_request_end)
     trace.on_request_exception.append(_on_request_exception)
-    made = aiohttp.ClientSession(trace_configs=[trace])
+    made = aiohttp.ClientSession(
+        trace_configs=[trace],
+        # No connection cap of its own: the models' limits are the cap, and
+        # aiohttp's default of 100 would quietly lower a higher gpo.concurrency.
+        connector=aiohttp.TCPConnector(limit=0),
+        # Proxies from the environment only when asked, as litellm's own session does.
+        trust_env=os.environ.get("AIOHTTP_TRUST_ENV", "").lower() in ("1", "true", "yes"),
+    )
     _sessions[loop] = made
     closer = _close_at_shutdown(loop, made)
     await closer.__anext__()  # registers the generator with this loop's shutdown

@@ -258,3 +258,15 @@ async def test_the_baton_is_held_while_litellm_prepares_and_digests_not_at_the_p
         await llm.complete(MODEL, _ask(1))
         assert seen == [("prepared", True), ("sent", False), ("digesting", True)]
         assert not concurrency.baton().held  # given back when the call returned
+
+
+async def test_a_concurrency_above_a_hundred_is_not_capped_by_the_http_client() -> None:
+    # aiohttp's default connector allows 100 connections: the session must not.
+    async with ModelServer(latency=2.0) as server:
+        llm = LLM(cache_dir=None, concurrency=120, api_base=server.api_base, api_key="test",
+                  timeout=30)
+        server.latency = 0.0
+        await llm.complete(MODEL, _ask(-1))
+        server.latency = 2.0
+        await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(120)))
+    assert server.max_in_flight > 100
