@@ -14,7 +14,7 @@ import pytest
 from gpo_engine import concurrency
 from gpo_engine.concurrency import AdaptiveLimit, Baton
 from gpo_engine.llm import LLM
-from tests.model_server import ModelServer
+from tests.model_server import Fault, ModelServer
 
 MODEL = "openai/fake"
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,3 +270,27 @@ async def test_a_concurrency_above_a_hundred_is_not_capped_by_the_http_client() 
         server.latency = 2.0
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(120)))
     assert server.max_in_flight > 100
+
+
+async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
+    # After the first call the slot is taken and given back by the trace hooks:
+    # a hang (our timeout), a 500, a 429 with Retry-After and a non-JSON body
+    # must each give it back, and the retries must then succeed.
+    async with ModelServer() as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
+                  timeout=1.0, backoff_base=0.01)
+        await llm.complete(MODEL, _ask(-1))
+        assert MODEL in llm._per_request
+        server.push(Fault(hang=True), Fault(status=500), Fault(status=429, retry_after="0.1"),
+                    Fault(garbage=True))
+        done = await llm.complete(MODEL, _ask(0))
+        assert done.text
+        limit = llm.concurrency_limit(MODEL)
+        assert limit is not None and limit.in_flight == 0
+        assert not concurrency.baton().held
+        usage = llm.usage.per_model[MODEL]
+        assert (usage.calls, usage.retries, usage.rate_limited, usage.failures) == (6, 4, 1, 0)
+        # The slots are all back: both can be in flight at once again.
+        server.latency = 0.2
+        await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in (1, 2)))
+        assert server.max_in_flight == 2
