@@ -234,6 +234,13 @@ class CallSlot:
     requests: int = 0  # HTTP requests this call sent through `session()`
     held: list[int] = field(default_factory=list)  # epochs of its requests at the provider
     has_baton: bool = False
+    queued: float = 0.0  # seconds its requests spent waiting for a slot, so far
+    queued_since: float | None = None  # loop time a request began waiting, while it waits
+
+    def queued_for(self, now: float) -> float:
+        """Seconds spent waiting for a slot up to `now`: not the provider's time,
+        so a timeout must not count them."""
+        return self.queued + (now - self.queued_since if self.queued_since is not None else 0.0)
 
     async def take_baton(self) -> None:
         if not self.has_baton:
@@ -275,7 +282,13 @@ async def _on_request_start(_session: Any, _ctx: SimpleNamespace, _params: Any) 
     slot.requests += 1
     slot.give_baton()  # litellm has prepared the request
     if slot.at_request:
-        slot.held.append(await slot.limit.acquire())
+        loop = asyncio.get_running_loop()
+        slot.queued_since = loop.time()
+        try:
+            slot.held.append(await slot.limit.acquire())
+        finally:
+            slot.queued += loop.time() - slot.queued_since
+            slot.queued_since = None
 
 
 async def _on_request_end(_session: Any, _ctx: SimpleNamespace, params: Any) -> None:

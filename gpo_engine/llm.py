@@ -583,8 +583,8 @@ class LLM:
                             # the baton on.
                             if slot.at_request and model in self._per_request:
                                 await slot.take_baton()
-                            response = await asyncio.wait_for(
-                                send(), self.timeout + _WATCHDOG_GRACE)
+                            response = await _watched(
+                                send(), slot, self.timeout + _WATCHDOG_GRACE)
                         check(response)
                         ok = True
                         return response
@@ -650,6 +650,33 @@ class LLM:
             return 0.0
         usage.cost += cost
         return cost
+
+
+async def _watched(call: Awaitable[Any], slot: CallSlot, seconds: float) -> Any:
+    """`call`, cancelled with TimeoutError once it has run `seconds` not counting
+    the time its request waited for a slot (a queue or a Retry-After pause is
+    not the provider being slow)."""
+    task = asyncio.ensure_future(call)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        while not task.done():
+            now = loop.time()
+            left = seconds - (now - started - slot.queued_for(now))
+            if left <= 0:
+                break
+            await asyncio.wait({task}, timeout=left)
+        else:
+            return task.result()
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task  # let it finish its cleanup (slot, baton) before we go on
+        raise
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise asyncio.TimeoutError(f"no answer within {seconds:.0f} s")
 
 
 def _check_choices(response: Any) -> None:

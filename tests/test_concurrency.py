@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 
 from gpo_engine import concurrency
+from gpo_engine import llm as llm_module
 from gpo_engine.concurrency import AdaptiveLimit, Baton
+from gpo_engine.errors import ModelCallError
 from gpo_engine.llm import LLM
 from tests.model_server import Fault, ModelServer
 
@@ -294,3 +296,40 @@ async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
         server.latency = 0.2
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in (1, 2)))
         assert server.max_in_flight == 2
+
+
+async def test_waiting_for_a_slot_does_not_count_against_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The watchdog gets no grace here, so it is the call's own 0.5 s; a
+    # Retry-After of 1.5 s holds the other calls at the gate longer than that.
+    monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
+    async with ModelServer() as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
+                  timeout=0.5, max_retries=1)
+        await llm.complete(MODEL, _ask(-1))
+        server.latency = 0.1
+        server.push(Fault(status=429, retry_after="1.5"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(4)))
+        assert loop.time() - started >= 1.5  # they did wait for the Retry-After
+    usage = llm.usage.per_model[MODEL]
+    # Only the 429 was retried: no call timed out while it waited for a slot.
+    assert (usage.retries, usage.rate_limited, usage.failures, usage.calls) == (1, 1, 0, 6)
+
+
+async def test_a_provider_slower_than_the_timeout_still_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
+    async with ModelServer() as server:
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
+                  timeout=0.3, max_retries=0)
+        await llm.complete(MODEL, _ask(-1))
+        server.push(Fault(hang=True))
+        with pytest.raises(ModelCallError) as caught:
+            await asyncio.wait_for(llm.complete(MODEL, _ask(0)), 10)
+        assert caught.value.kind == "timeout"
+        limit = llm.concurrency_limit(MODEL)
+        assert limit is not None and limit.in_flight == 0
