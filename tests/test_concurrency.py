@@ -26,6 +26,16 @@ def _ask(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"question {i}"}]
 
 
+async def _gated(server: ModelServer, **settings: Any) -> LLM:
+    """An LLM on `server` whose first call is done, so its slots are held per request."""
+    llm = LLM(cache_dir=None, api_base=server.api_base, api_key="test", **settings)
+    latency, server.latency = server.latency, 0.0
+    await llm.complete(MODEL, _ask(-1))
+    server.latency = latency
+    assert MODEL in llm._per_request
+    return llm
+
+
 # -- the limit's queue ----------------------------------------------------------------
 
 
@@ -129,9 +139,7 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_baton_passes_it_on() -> No
 
 async def test_after_the_first_call_slots_are_held_per_request_and_the_cap_holds() -> None:
     async with ModelServer(latency=0.05, max_concurrency=3) as server:
-        llm = LLM(cache_dir=None, concurrency=3, api_base=server.api_base, api_key="test")
-        await llm.complete(MODEL, _ask(-1))
-        assert MODEL in llm._per_request  # the first call showed its request went through us
+        llm = await _gated(server, concurrency=3)
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(24)))
         assert server.max_in_flight <= 3
         assert server.rejected == 0
@@ -168,10 +176,7 @@ async def test_a_transport_that_bypasses_the_gate_falls_back_to_whole_call_slots
 
 async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_baton() -> None:
     async with ModelServer(latency=5.0) as server:
-        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
-        server.latency = 0.0
-        await llm.complete(MODEL, _ask(-1))  # learn the gate
-        server.latency = 5.0
+        llm = await _gated(server, concurrency=2)
         call = asyncio.ensure_future(llm.complete(MODEL, _ask(0)))
         while server.in_flight == 0:
             await asyncio.sleep(0.01)
@@ -189,10 +194,7 @@ async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_baton() -
 
 async def test_a_429_at_the_request_halves_the_limit_and_the_retry_succeeds() -> None:
     async with ModelServer(latency=0.02, max_concurrency=2, overload_retry_after="0.05") as server:
-        llm = LLM(cache_dir=None, concurrency=6, api_base=server.api_base, api_key="test",
-                  backoff_base=0.01)
-        await llm.complete(MODEL, _ask(-1))
-        assert MODEL in llm._per_request
+        llm = await _gated(server, concurrency=6, backoff_base=0.01)
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(30)))
     limit = llm.concurrency_limit(MODEL)
     usage = llm.usage.per_model[MODEL]
@@ -265,11 +267,7 @@ async def test_the_baton_is_held_while_litellm_prepares_and_digests_not_at_the_p
 async def test_a_concurrency_above_a_hundred_is_not_capped_by_the_http_client() -> None:
     # aiohttp's default connector allows 100 connections: the session must not.
     async with ModelServer(latency=2.0) as server:
-        llm = LLM(cache_dir=None, concurrency=120, api_base=server.api_base, api_key="test",
-                  timeout=30)
-        server.latency = 0.0
-        await llm.complete(MODEL, _ask(-1))
-        server.latency = 2.0
+        llm = await _gated(server, concurrency=120, timeout=30)
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(120)))
     assert server.max_in_flight > 100
 
@@ -279,10 +277,7 @@ async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
     # a hang (our timeout), a 500, a 429 with Retry-After and a non-JSON body
     # must each give it back, and the retries must then succeed.
     async with ModelServer() as server:
-        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
-                  timeout=1.0, backoff_base=0.01)
-        await llm.complete(MODEL, _ask(-1))
-        assert MODEL in llm._per_request
+        llm = await _gated(server, concurrency=2, timeout=1.0, backoff_base=0.01)
         server.push(Fault(hang=True), Fault(status=500), Fault(status=429, retry_after="0.1"),
                     Fault(garbage=True))
         done = await llm.complete(MODEL, _ask(0))
@@ -305,9 +300,7 @@ async def test_waiting_for_a_slot_does_not_count_against_the_timeout(
     # Retry-After of 1.5 s holds the other calls at the gate longer than that.
     monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
     async with ModelServer() as server:
-        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
-                  timeout=0.5, max_retries=1)
-        await llm.complete(MODEL, _ask(-1))
+        llm = await _gated(server, concurrency=2, timeout=0.5, max_retries=1)
         server.latency = 0.1
         server.push(Fault(status=429, retry_after="1.5"))
         loop = asyncio.get_running_loop()
@@ -324,9 +317,7 @@ async def test_a_provider_slower_than_the_timeout_still_times_out(
 ) -> None:
     monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
     async with ModelServer() as server:
-        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
-                  timeout=0.3, max_retries=0)
-        await llm.complete(MODEL, _ask(-1))
+        llm = await _gated(server, concurrency=2, timeout=0.3, max_retries=0)
         server.push(Fault(hang=True))
         with pytest.raises(ModelCallError) as caught:
             await asyncio.wait_for(llm.complete(MODEL, _ask(0)), 10)
