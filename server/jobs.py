@@ -70,6 +70,15 @@ class UnknownJob(KeyError):
     """No job with that id."""
 
 
+def _resumed_seq() -> int:
+    """Where a resumed job's event numbers start: the time in milliseconds.
+
+    Above every number its earlier daemon lives sent (a job never averages an
+    event per millisecond, and a SIGKILLed daemon saved no count), so a client
+    that reconnects with the Last-Event-ID it saw gets every new event."""
+    return int(time.time() * 1000)
+
+
 @dataclass
 class Job:
     id: str
@@ -251,7 +260,8 @@ class JobRegistry:
                       task, created=float(entry.get("created") or time.time()),
                       total_steps=task.settings.steps,
                       prior_cost=float(entry.get("cost") or 0.0),
-                      prior_calls=int(entry.get("calls") or 0))
+                      prior_calls=int(entry.get("calls") or 0),
+                      seq=_resumed_seq())
             self._add(job)
             resumed.append(job)
         return resumed

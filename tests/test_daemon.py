@@ -509,9 +509,10 @@ async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
     config = config_for(rt_dir, model)
     async with daemon(config, roots=(tmp_path / "ws",)) as (client, task):
         job, _ = await client.create_job(prompt)
-        await events_until(client, job["id"], lambda e: e["kind"] == "step_finished")
+        seen = await events_until(client, job["id"], lambda e: e["kind"] == "step_finished")
         await client.shutdown()
         await asyncio.wait_for(task, 30)
+    last_seen = seen[-1]["seq"]
     saved_jobs = json.loads((rt_dir / runtime.JOBS_NAME).read_text())["jobs"]
     assert [j["id"] for j in saved_jobs] == [job["id"]]
     trajectory = open_store().load(trajectory_key(load_task(prompt).fingerprint()))
@@ -520,7 +521,11 @@ async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
         # The workspace roots registered before the shutdown still hold.
         assert (await client.health())["roots"] == [str((tmp_path / "ws").resolve())]
         resumed = await client.job(job["id"])  # same id, picked up on startup
-        events = [e async for e in client.events(job["id"])]
+        # A client that reconnects with the last event id it saw before the restart
+        # gets every event of the new life: their numbers go on rising.
+        events = [e async for e in client.events(job["id"], since=last_seen)]
+        assert events and all(e["seq"] > last_seen for e in events)
+        assert events[-1]["kind"] == "end"
         started = [e for e in events if e["kind"] == "job_started"]
         assert started[0]["resumed_at"] == trajectory.steps_done
         done = await client.job(job["id"])
