@@ -298,6 +298,7 @@ _META_PHRASES = (
     "template tags exactly as written",
     "write the new prompt",
     "improved version of the current prompt",
+    "words changed)",  # the budget note of the base-model meta-prompt's last line
 )
 
 
@@ -471,12 +472,29 @@ def _tag_names(text: str) -> set[str]:
     return names
 
 
+# "Review: ..." / "Q: ..." / "Sentiment:": a line that starts with a short label.
+_LINE_LABEL = re.compile(r"\s*([^:{}\n]{1,40}?)\s*:")
+
+
+def _line_label(line: str) -> str | None:
+    found = _LINE_LABEL.match(line)
+    return found.group(1).strip().lower() if found else None
+
+
 def split_instruction(prompt: str) -> tuple[str, str]:
-    """(instruction, scaffold): the lines before the first template tag, and the rest."""
+    """(instruction, scaffold): the lines before the first template tag, and the rest.
+
+    Worked examples above the first tag belong to the scaffold, not the
+    instruction: a line labelled like one of the template's own lines
+    ("Review: I loved it." over "Review: {{review}}") starts them. An
+    instruction that replaced them would throw the prompt's examples away.
+    """
     lines = prompt.splitlines(keepends=True)
     for i, line in enumerate(lines):
         if _tag_names(line):
-            return "".join(lines[:i]), "".join(lines[i:])
+            labels = {_line_label(rest) for rest in lines[i:]} - {None}
+            start = next((j for j in range(i) if _line_label(lines[j]) in labels), i)
+            return "".join(lines[:start]), "".join(lines[start:])
     return prompt, ""
 
 

@@ -188,6 +188,8 @@ def test_parse_candidate_accepts(raw: str, prefilled: bool, expected: str) -> No
         ("{{review}}<END>", True),  # only the variable
         ("<START>#### ---- ==== 1234 5678 ab<END>", False),
         ("Change at most 20 words of the current prompt.<END>", True),
+        # Seen from the embedded model: the budget note of the meta-prompt copied.
+        ("Write only one word: (at most 25 words changed). (25% of the class vote)", True),
         ("Write the new prompt between <START> and <END>.", False),
         ("Version 4 (score 80):\nsomething", True),
         ("\nInput: The movie was bad\nExpected answer: negative", True),
@@ -462,6 +464,24 @@ def test_split_instruction_and_with_instruction() -> None:
     # No tags at all: the instruction is the whole prompt.
     assert split_instruction("Just text.") == ("Just text.", "")
     assert with_instruction("New text.", "Just text.") == "New text."
+
+
+def test_worked_examples_above_the_first_tag_are_kept_not_replaced() -> None:
+    few_shot = ("Review: I loved the view.\nSentiment: positive\n"
+                "Review: {{review}}\nSentiment:\n")
+    assert split_instruction(few_shot) == ("", few_shot)
+    assert with_instruction("Say positive or negative.", few_shot) == (
+        "Say positive or negative.\n" + few_shot)
+    # An instruction over worked examples: only the instruction is replaced.
+    qa = "Answer with a number.\nQ: 2+2?\nA: 4\n\nQ: {{question}}\nA:"
+    assert split_instruction(qa) == ("Answer with a number.\n",
+                                     "Q: 2+2?\nA: 4\n\nQ: {{question}}\nA:")
+    assert with_instruction("Reply with digits only.", qa).startswith(
+        "Reply with digits only.\nQ: 2+2?\nA: 4\n")
+    # A colon in the instruction is not a label the template uses.
+    capitals = "Write only one word:\nWhat is the capital of {{country}}?\nAnswer:"
+    assert split_instruction(capitals) == ("Write only one word:\n",
+                                           "What is the capital of {{country}}?\nAnswer:")
 
 
 async def test_tagless_answer_becomes_the_instruction_and_keeps_the_inputs() -> None:
