@@ -30,7 +30,7 @@ import email.utils
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -234,6 +234,10 @@ class CallSlot:
     requests: int = 0  # HTTP requests this call sent through `session()`
     held: list[int] = field(default_factory=list)  # epochs of its requests at the provider
     has_baton: bool = False
+    # Raises (the spend cap) when the request may no longer go out; asked once
+    # the slot is taken, since spend can grow while a prepared call waits for it.
+    may_send: Callable[[], None] | None = None
+    refused: BaseException | None = None  # what may_send raised, for the caller
     queued: float = 0.0  # seconds its requests spent waiting for a slot, so far
     queued_since: float | None = None  # loop time a request began waiting, while it waits
 
@@ -285,10 +289,19 @@ async def _on_request_start(_session: Any, _ctx: SimpleNamespace, _params: Any) 
         loop = asyncio.get_running_loop()
         slot.queued_since = loop.time()
         try:
-            slot.held.append(await slot.limit.acquire())
+            epoch = await slot.limit.acquire()
         finally:
             slot.queued += loop.time() - slot.queued_since
             slot.queued_since = None
+        if slot.may_send is not None:
+            try:
+                slot.may_send()
+            except Exception as exc:
+                # Before any connection is made: nothing reaches the provider.
+                slot.limit.release(epoch, rate_limited=False, ok=False, retry_after=None)
+                slot.refused = exc
+                raise
+        slot.held.append(epoch)
 
 
 async def _on_request_end(_session: Any, _ctx: SimpleNamespace, params: Any) -> None:

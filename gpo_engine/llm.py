@@ -562,7 +562,8 @@ class LLM:
         limit = self._limit(model)
         attempt = 0
         while True:
-            slot = CallSlot(limit, at_request=http and model in self._per_request)
+            slot = CallSlot(limit, at_request=http and model in self._per_request,
+                            may_send=self._check_spend)
             # Calls litellm is preparing or parsing are bounded too (twice the
             # ceiling), or every queued row would become a request object at once.
             staging = self._staging(model) if slot.at_request else contextlib.nullcontext()
@@ -589,6 +590,11 @@ class LLM:
                         ok = True
                         return response
                     except Exception as exc:
+                        if slot.refused is not None:
+                            # Refused at the gate (the spend cap), wrapped by litellm:
+                            # no request went out, so no call is counted.
+                            usage.calls -= 1
+                            raise slot.refused from None
                         failure = classify_error(exc)
                         error = exc
                 finally:

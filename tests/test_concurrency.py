@@ -14,7 +14,7 @@ import pytest
 from gpo_engine import concurrency
 from gpo_engine import llm as llm_module
 from gpo_engine.concurrency import AdaptiveLimit, Baton
-from gpo_engine.errors import ModelCallError
+from gpo_engine.errors import ModelCallError, SpendLimitReached
 from gpo_engine.llm import LLM
 from tests.model_server import Fault, ModelServer
 
@@ -322,5 +322,28 @@ async def test_a_provider_slower_than_the_timeout_still_times_out(
         with pytest.raises(ModelCallError) as caught:
             await asyncio.wait_for(llm.complete(MODEL, _ask(0)), 10)
         assert caught.value.kind == "timeout"
+        limit = llm.concurrency_limit(MODEL)
+        assert limit is not None and limit.in_flight == 0
+
+
+async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every call costs $1 and the cap is $2.50. With two slots, two calls wait
+    # at the gate already prepared; the cap is crossed while one of them waits,
+    # so when its slot frees it must not go out.
+    monkeypatch.setattr(llm_module, "_price", lambda response, model: 1.0)
+    async with ModelServer() as server:
+        llm = await _gated(server, concurrency=2, max_cost=2.5)  # $1 spent
+        # Arrival order: a fast one, a slow one, then two at 0.3 s.
+        server.push(Fault(delay=0.1), Fault(delay=1.5), Fault(delay=0.3), Fault(delay=0.3))
+        results = await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(6)),
+                                       return_exceptions=True)
+        answered = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, SpendLimitReached)]
+        assert (len(answered), len(refused)) == (4, 2), results
+        assert server.requests == 5  # the warm-up and the four answered: none refused got out
+        usage = llm.usage.per_model[MODEL]
+        assert usage.calls == 5 and usage.failures == 0
         limit = llm.concurrency_limit(MODEL)
         assert limit is not None and limit.in_flight == 0
