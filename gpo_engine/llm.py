@@ -18,6 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import asyncio
 import contextlib
 import functools
+import gc
 import hashlib
 import importlib.util
 import json
@@ -321,11 +322,24 @@ class _ResponseCache:
         )
 
 
+_frozen = False  # whether the objects of litellm's import were moved out of the GC's sight
+
+
 def _litellm() -> Any:
+    global _frozen
     import litellm
 
     # litellm prints provider hints to stdout on every mapped error; we report errors ourselves.
     litellm.suppress_debug_info = True
+    if not _frozen:
+        _frozen = True
+        # litellm's import leaves some 370,000 long-lived objects, and every
+        # full collection walked them all: 150-180 ms with the event loop stalled
+        # (a step's requests, the daemon's answers to the editor). Frozen, they
+        # are skipped and a full collection takes ~12 ms (bench/RESULTS.md,
+        # section 1). Process-wide, once: only objects made later are collected.
+        gc.collect()
+        gc.freeze()
     return litellm
 
 

@@ -347,3 +347,28 @@ async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
         assert usage.calls == 5 and usage.failures == 0
         limit = llm.concurrency_limit(MODEL)
         assert limit is not None and limit.in_flight == 0
+
+
+def test_the_objects_of_litellms_import_are_frozen_out_of_the_gc(tmp_path: Path) -> None:
+    # A fresh interpreter: the freeze is process-wide and happens once.
+    script = tmp_path / "freeze.py"
+    script.write_text(
+        "import asyncio, gc, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from gpo_engine.llm import LLM\n"
+        "from tests.model_server import ModelServer\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "async def main():\n"
+        "    async with ModelServer() as server:\n"
+        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test')\n"
+        "        await llm.complete('openai/fake', [{'role': 'user', 'content': 'hi'}])\n"
+        "asyncio.run(main())\n"
+        "import litellm  # noqa: F401  (already imported by the call)\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    env = {"OPENAI_API_KEY": "test", "PATH": "/usr/bin:/bin",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) > 100_000  # litellm's objects, not a handful
