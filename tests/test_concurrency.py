@@ -36,6 +36,26 @@ async def _gated(server: ModelServer, **settings: Any) -> LLM:
     return llm
 
 
+def _fresh_interpreter(tmp_path: Path, body: str) -> str:
+    """Run `body` in a new Python (after the repository's imports); its stdout.
+    For what is process-wide: the garbage collector, sessions closed at exit."""
+    script = tmp_path / "fresh.py"
+    script.write_text(
+        "import asyncio, gc, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from gpo_engine import concurrency\n"
+        "from gpo_engine.llm import LLM\n"
+        "from tests.model_server import ModelServer\n" + body)
+    env = {"OPENAI_API_KEY": "test", "PATH": "/usr/bin:/bin",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run([sys.executable, "-W", "always", str(script)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # aiohttp prints "Unclosed client session" at garbage collection or exit.
+    assert "Unclosed" not in done.stderr, done.stderr
+    return done.stdout
+
+
 # -- the limit's queue ----------------------------------------------------------------
 
 
@@ -204,15 +224,7 @@ async def test_a_429_at_the_request_halves_the_limit_and_the_retry_succeeds() ->
 
 
 def test_the_session_is_closed_when_the_loop_shuts_down(tmp_path: Path) -> None:
-    # A fresh interpreter, so aiohttp's "Unclosed client session" (printed at
-    # garbage collection or exit) would land on its stderr.
-    script = tmp_path / "run.py"
-    script.write_text(
-        "import asyncio, gc, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from gpo_engine import concurrency\n"
-        "from gpo_engine.llm import LLM\n"
-        "from tests.model_server import ModelServer\n"
+    out = _fresh_interpreter(tmp_path, (
         "made = []\n"
         "async def main():\n"
         "    async with ModelServer() as server:\n"
@@ -226,15 +238,8 @@ def test_the_session_is_closed_when_the_loop_shuts_down(tmp_path: Path) -> None:
         "assert made[0] is not made[1], 'one session per loop'\n"
         "assert all(s.closed for s in made), 'a session outlived its loop'\n"
         "assert not concurrency._sessions, concurrency._sessions\n"
-        "print('ok')\n"
-    )
-    env: dict[str, Any] = {"OPENAI_API_KEY": "test", "PATH": "/usr/bin:/bin",
-                           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    done = subprocess.run([sys.executable, "-W", "always", str(script)], capture_output=True,
-                          text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
-    assert "Unclosed" not in done.stderr, done.stderr
+        "print('ok')\n"))
+    assert out.strip() == "ok"
 
 
 async def test_the_baton_is_held_while_litellm_prepares_and_digests_not_at_the_provider(
@@ -350,25 +355,13 @@ async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
 
 
 def test_the_objects_of_litellms_import_are_frozen_out_of_the_gc(tmp_path: Path) -> None:
-    # A fresh interpreter: the freeze is process-wide and happens once.
-    script = tmp_path / "freeze.py"
-    script.write_text(
-        "import asyncio, gc, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from gpo_engine.llm import LLM\n"
-        "from tests.model_server import ModelServer\n"
+    # The freeze is process-wide and happens once: hence a fresh interpreter.
+    out = _fresh_interpreter(tmp_path, (
         "assert gc.get_freeze_count() == 0\n"
         "async def main():\n"
         "    async with ModelServer() as server:\n"
         "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test')\n"
         "        await llm.complete('openai/fake', [{'role': 'user', 'content': 'hi'}])\n"
         "asyncio.run(main())\n"
-        "import litellm  # noqa: F401  (already imported by the call)\n"
-        "print(gc.get_freeze_count())\n"
-    )
-    env = {"OPENAI_API_KEY": "test", "PATH": "/usr/bin:/bin",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout.strip()) > 100_000  # litellm's objects, not a handful
+        "print(gc.get_freeze_count())\n"))
+    assert int(out.strip()) > 100_000  # litellm's objects, not a handful
