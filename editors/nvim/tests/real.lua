@@ -4,27 +4,7 @@
 -- Run: GPO_TEST_DIR=... GPO_TEST_PYTHON=... nvim --headless -u NONE -i NONE -n \
 --      -c 'luafile editors/nvim/tests/real.lua'   (tests/test_nvim_real.py does)
 local here = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h')
-vim.opt.runtimepath:prepend(vim.fn.fnamemodify(here, ':h'))
-vim.cmd('filetype on')
-vim.cmd('runtime! plugin/gpo.lua')
-
-local dir = assert(os.getenv('GPO_TEST_DIR'), 'GPO_TEST_DIR')
-local failures = {}
-local function check(condition, message)
-  if not condition then
-    table.insert(failures, message)
-  end
-  return condition
-end
-local function finish()
-  if #failures > 0 then
-    io.stderr:write('FAILED:\n  ' .. table.concat(failures, '\n  ') .. '\n')
-    vim.cmd('cquit 1')
-  else
-    io.stderr:write('nvim with gpo lsp: all checks passed\n')
-    vim.cmd('qall!')
-  end
-end
+local dir, check, finish = dofile(here .. '/helpers.lua').start('nvim with gpo lsp')
 local WAIT = 90000
 
 local gpo = require('gpo')

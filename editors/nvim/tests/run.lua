@@ -2,17 +2,7 @@
 -- Run: GPO_TEST_DIR=... GPO_TEST_PYTHON=... GPO_FAKE_SERVER=... \
 --      nvim --headless -u NONE -i NONE -n -c 'luafile editors/nvim/tests/run.lua'
 local here = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h')
-vim.opt.runtimepath:prepend(vim.fn.fnamemodify(here, ':h'))
-vim.cmd('filetype on')
-vim.cmd('runtime! plugin/gpo.lua')
-
-local dir = assert(os.getenv('GPO_TEST_DIR'), 'GPO_TEST_DIR')
-local failures = {}
-local function check(condition, message)
-  if not condition then
-    table.insert(failures, message)
-  end
-end
+local dir, check, finish = dofile(here .. '/helpers.lua').start('nvim plugin')
 local json_decode = (vim.json and vim.json.decode) or vim.fn.json_decode
 
 local gpo = require('gpo')
@@ -139,10 +129,4 @@ wait_report(buf, function(r)
   return false
 end, 'example save notification')
 
-if #failures > 0 then
-  io.stderr:write('FAILED:\n  ' .. table.concat(failures, '\n  ') .. '\n')
-  vim.cmd('cquit 1')
-else
-  io.stderr:write('nvim plugin: all checks passed\n')
-  vim.cmd('qall!')
-end
+finish()
