@@ -106,6 +106,36 @@ def gpo_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]
     return code, json.loads(out)
 
 
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's tmp_path as the working directory, since `gpo check` resolves paths from it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def rewrite(prompt: Path, body: str, *extra: str) -> None:
+    """Replace a prompt's text (front matter and body), the edit a check then judges."""
+    prompt.write_text(frontmatter(*extra) + body)
+
+
+def update(capsys: pytest.CaptureFixture[str], *args: str) -> None:
+    """Record a baseline with `gpo check --update` and insist it succeeded."""
+    assert gpo(capsys, "--update", *args)[0] == 0
+
+
+def baselined_task(capsys: pytest.CaptureFixture[str], body: str = GOOD, *extra: str) -> Path:
+    """A task in the working directory with its baseline already recorded."""
+    prompt = write_task(Path("."), body, *extra)
+    update(capsys, "senti.prompt")
+    return prompt
+
+
+def update_then_pass(capsys: pytest.CaptureFixture[str], target: str) -> None:
+    """Re-record a baseline and see the next check pass: the way out of a failure."""
+    update(capsys, target)
+    assert gpo(capsys, target)[0] == 0
+
+
 # -- the lock file -------------------------------------------------------------
 
 
@@ -256,10 +286,8 @@ def test_broken_prompt_still_owns_its_sibling_examples(tmp_path: Path,
 
 
 def test_missing_then_update_then_unchanged_costs_no_calls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     prompt = write_task(Path("."))
     code, out, _ = gpo(capsys, "senti.prompt")
     assert code == 1 and "MISSING" in out
@@ -285,14 +313,12 @@ def test_missing_then_update_then_unchanged_costs_no_calls(
 
 
 def test_degraded_prompt_is_a_regression_and_improved_passes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     prompt = write_task(Path("."), SLIGHTLY_WORSE, "gpo.check_tolerance: 50")
-    assert gpo(capsys, "--update")[0] == 0  # no paths: every prompt under the folder
+    update(capsys)  # no paths: every prompt under the folder
 
-    prompt.write_text(frontmatter("gpo.check_tolerance: 50") + BAD)
+    rewrite(prompt, BAD, "gpo.check_tolerance: 50")
     code, data = gpo_json(capsys, "senti.prompt")
     assert code == 1 and data["ok"] is False
     result = data["results"][0]
@@ -302,7 +328,7 @@ def test_degraded_prompt_is_a_regression_and_improved_passes(
     assert "accept it with `gpo check --update senti.prompt`" in result["reasons"][-1]
     assert [row["split"] for row in result["rows"]] == ["dev", "test", "dev+test"]
 
-    prompt.write_text(frontmatter("gpo.check_tolerance: 50") + GOOD)
+    rewrite(prompt, GOOD, "gpo.check_tolerance: 50")
     code, data = gpo_json(capsys, "senti.prompt")
     result = data["results"][0]
     assert code == 0 and result["verdict"] == "pass" and result["reasons"][0].startswith(
@@ -314,28 +340,22 @@ def test_degraded_prompt_is_a_regression_and_improved_passes(
 
 
 def test_small_drop_fails_only_over_the_tolerance(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    prompt = write_task(Path("."))
-    assert gpo(capsys, "--update", "senti.prompt")[0] == 0
-    prompt.write_text(frontmatter() + SLIGHTLY_WORSE)  # 3 of the 24 dev+test rows wrong
+    prompt = baselined_task(capsys)
+    rewrite(prompt, SLIGHTLY_WORSE)  # 3 of the 24 dev+test rows wrong
     code, data = gpo_json(capsys, "senti.prompt")
     reason = data["results"][0]["reasons"][0]
     assert code == 1 and "more than gpo.check_tolerance=5" in reason
-    prompt.write_text(frontmatter("gpo.check_tolerance: 40") + SLIGHTLY_WORSE)
+    rewrite(prompt, SLIGHTLY_WORSE, "gpo.check_tolerance: 40")
     code, data = gpo_json(capsys, "senti.prompt")
     assert code == 0 and "within tolerance" in data["results"][0]["reasons"][0]
 
 
 def test_stale_baseline_is_its_own_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    prompt = write_task(Path("."))
-    assert gpo(capsys, "--update", "senti.prompt")[0] == 0
+    prompt = baselined_task(capsys)
     calls = model.requests
     examples = Path("senti.examples.jsonl")
     examples.write_text(examples.read_text() + '{"review": "new", "expected": "positive"}\n')
@@ -349,20 +369,17 @@ def test_stale_baseline_is_its_own_failure(
     code, data = gpo_json(capsys, "senti.prompt")
     assert code == 1 and data["results"][0]["verdict"] == "stale"
     assert "the model changed: baseline openai/x, now openai/y" in data["results"][0]["reasons"][0]
-    assert gpo(capsys, "--update", "senti.prompt")[0] == 0
-    assert gpo(capsys, "senti.prompt")[0] == 0
+    update_then_pass(capsys, "senti.prompt")
 
 
 def test_offline_uses_the_cache_and_refuses_model_calls(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     prompt = write_task(Path("."))
     assert gpo(capsys, "--update", "--offline", "senti.prompt")[0] == 1  # nothing cached yet
     assert model.requests == 0 and not lock_path(prompt).exists()
-    assert gpo(capsys, "--update", "senti.prompt")[0] == 0
-    prompt.write_text(frontmatter() + BAD)
+    update(capsys, "senti.prompt")
+    rewrite(prompt, BAD)
     calls = model.requests
     code, out, _ = gpo(capsys, "--offline", "senti.prompt")
     assert code == 1 and "ERROR" in out and "--offline" in out
@@ -375,10 +392,8 @@ def test_offline_uses_the_cache_and_refuses_model_calls(
 
 
 def test_bad_files_are_errors_with_locations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     write_task(Path("."), GOOD, "gpo.check_alpha: 2")
     code, out, _ = gpo(capsys, "senti.prompt", "gone.prompt")
     assert code == 1
@@ -388,20 +403,17 @@ def test_bad_files_are_errors_with_locations(
     Path("senti.prompt.lock").write_text('{"lock_version": 1,\n  nope}')
     code, out, _ = gpo(capsys, "senti.prompt")
     assert code == 1 and "senti.prompt.lock:2:3: lock file is not valid JSON" in out
-    assert gpo(capsys, "--update", "senti.prompt")[0] == 0  # --update replaces a broken lock
-    assert gpo(capsys, "senti.prompt")[0] == 0
+    update_then_pass(capsys, "senti.prompt")  # --update replaces a broken lock
 
 
 def test_junit_xml_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-    model: ModelServer,
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     write_task(Path("ok"))
     bad = write_task(Path("bad"))
     write_task(Path("new"))
-    assert gpo(capsys, "--update", "ok/senti.prompt", "bad/senti.prompt")[0] == 0
-    bad.write_text(frontmatter() + BAD)
+    update(capsys, "ok/senti.prompt", "bad/senti.prompt")
+    rewrite(bad, BAD)
     code, _, _ = gpo(capsys, "--junit-xml", "report.xml", "--allow-missing")
     assert code == 1
     suite = ET.parse("report.xml").getroot()
