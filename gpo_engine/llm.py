@@ -581,52 +581,61 @@ class LLM:
             # Calls litellm is preparing or parsing are bounded too (twice the
             # ceiling), or every queued row would become a request object at once.
             staging = self._staging(model) if slot.at_request else contextlib.nullcontext()
-            failure: Failure | None = None
-            ok = False
             async with staging:
-                epoch = None if slot.at_request else await limit.acquire()
                 try:
-                    # Checked again here, when the call would go out: calls queued for
-                    # a slot all passed the first check back when nothing was spent.
-                    self._check_spend()
-                    usage.calls += 1
-                    try:
-                        with concurrency.making(slot):
-                            # litellm's preparation of the request is CPU work: one
-                            # stretch at a time (concurrency.Baton). Only for a model
-                            # whose requests are known to reach the hook that hands
-                            # the baton on.
-                            if slot.at_request and model in self._per_request:
-                                await slot.take_baton()
-                            response = await _watched(
-                                send(), slot, self.timeout + _WATCHDOG_GRACE)
-                        check(response)
-                        ok = True
-                        return response
-                    except Exception as exc:
-                        if slot.refused is not None:
-                            # Refused at the gate (the spend cap), wrapped by litellm:
-                            # no request went out, so no call is counted.
-                            usage.calls -= 1
-                            raise slot.refused from None
-                        failure = classify_error(exc)
-                        error = exc
+                    outcome = await self._attempt(model, slot, send, check)
                 finally:
-                    rate_limited = failure is not None and failure.kind == "rate_limit"
-                    usage.rate_limited += rate_limited
-                    if epoch is not None:
-                        limit.release(epoch, rate_limited, ok,
-                                      failure.wait if failure is not None else None)
-                    usage.concurrency = limit.limit
                     if http:
                         self._learn_transport(model, slot)
-            assert failure is not None
+            if not isinstance(outcome, _Failed):
+                return outcome
+            failure = outcome.failure
             if not failure.retry or attempt >= self.max_retries:
                 usage.failures += 1
-                raise ModelCallError(model, failure.kind, failure.message) from error
+                raise ModelCallError(model, failure.kind, failure.message) from outcome.error
             attempt += 1
             usage.retries += 1
             await asyncio.sleep(self._backoff(attempt, failure.wait))
+
+    async def _attempt(self, model: str, slot: CallSlot, send: Callable[[], Awaitable[Any]],
+                       check: Callable[[Any], None]) -> Any:
+        """One try: the checked response, or a _Failed saying what went wrong."""
+        usage = self.usage.model(model)
+        epoch = None if slot.at_request else await slot.limit.acquire()
+        failure: Failure | None = None
+        ok = False
+        try:
+            # Checked again here, when the call would go out: calls queued for
+            # a slot all passed the first check back when nothing was spent.
+            self._check_spend()
+            usage.calls += 1
+            with concurrency.making(slot):
+                # litellm's preparation of the request is CPU work: one stretch at
+                # a time (concurrency.Baton). Only for a model whose requests are
+                # known to reach the hook that hands the baton on.
+                if slot.at_request and model in self._per_request:
+                    await slot.take_baton()
+                response = await _watched(send(), slot, self.timeout + _WATCHDOG_GRACE)
+            check(response)
+            ok = True
+            return response
+        except Exception as exc:
+            if slot.refused is not None:
+                # Refused at the gate (the spend cap), wrapped by litellm: no
+                # request went out, so no call is counted.
+                usage.calls -= 1
+                raise slot.refused from None
+            if isinstance(exc, SpendLimitReached):
+                raise  # from the check above: the job stops, nothing to retry
+            failure = classify_error(exc)
+            return _Failed(failure, exc)
+        finally:
+            rate_limited = failure is not None and failure.kind == "rate_limit"
+            usage.rate_limited += rate_limited
+            if epoch is not None:
+                slot.limit.release(epoch, rate_limited, ok,
+                                   failure.wait if failure is not None else None)
+            usage.concurrency = slot.limit.limit
 
     def _learn_transport(self, model: str, slot: CallSlot) -> None:
         """Hold a model's slots per request once its calls are seen going through
@@ -697,6 +706,14 @@ async def _watched(call: Awaitable[Any], slot: CallSlot, seconds: float) -> Any:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise asyncio.TimeoutError(f"no answer within {seconds:.0f} s")
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A try that failed: how to report it, and the exception behind it."""
+
+    failure: Failure
+    error: Exception
 
 
 def _check_choices(response: Any) -> None:
