@@ -298,12 +298,16 @@ async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
         assert server.max_in_flight == 2
 
 
-async def test_waiting_for_a_slot_does_not_count_against_the_timeout(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The watchdog gets no grace here, so it is the call's own 0.5 s; a
-    # Retry-After of 1.5 s holds the other calls at the gate longer than that.
+@pytest.fixture
+def no_watchdog_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog gives up at the call's own timeout, not five seconds later."""
     monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
+
+
+@pytest.mark.usefixtures("no_watchdog_grace")
+async def test_waiting_for_a_slot_does_not_count_against_the_timeout() -> None:
+    # The watchdog is the call's own 0.5 s; a Retry-After of 1.5 s holds the
+    # other calls at the gate longer than that.
     async with ModelServer() as server:
         llm = await _gated(server, concurrency=2, timeout=0.5, max_retries=1)
         server.latency = 0.1
@@ -317,10 +321,8 @@ async def test_waiting_for_a_slot_does_not_count_against_the_timeout(
     assert (usage.retries, usage.rate_limited, usage.failures, usage.calls) == (1, 1, 0, 6)
 
 
-async def test_a_provider_slower_than_the_timeout_still_times_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
+@pytest.mark.usefixtures("no_watchdog_grace")
+async def test_a_provider_slower_than_the_timeout_still_times_out() -> None:
     async with ModelServer() as server:
         llm = await _gated(server, concurrency=2, timeout=0.3, max_retries=0)
         server.push(Fault(hang=True))
