@@ -75,10 +75,11 @@ def write_capitals(folder: Path, *, model: str = "openai/scripted", steps: int =
 
 
 async def run_task(task: Any, api_base: str, cache: Path, *, fast_retries: bool = False,
-                   **kw: Any) -> Any:
+                   backoff: float | None = None, **kw: Any) -> Any:
     """optimize_task on `task` against a test model server, with its own cache; closed after.
 
     fast_retries: back off 10 ms and retry once, for tests that inject outages.
+    backoff: the base of the backoff between retries, in seconds (the retries stay as set).
     """
     from gpo_engine.optimizer import optimize_task
     from gpo_engine.task import open_llm, open_store
@@ -86,6 +87,8 @@ async def run_task(task: Any, api_base: str, cache: Path, *, fast_retries: bool 
     llm = open_llm(task, cache_dir=cache, api_base=api_base)
     if fast_retries:
         llm.backoff_base, llm.max_retries = 0.01, 1
+    if backoff is not None:
+        llm.backoff_base = backoff
     store = open_store(cache)
     try:
         return await optimize_task(task, llm, store, **kw)

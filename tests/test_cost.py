@@ -56,13 +56,7 @@ async def test_call_counts_match_a_real_run_exactly(tmp_path: Path) -> None:
         8 + 2 * (4 + 24) + 16, 6, 0, 0)
     models = ScriptedModels(PROPOSALS)
     async with ModelServer(answer=models.answer) as server:
-        llm = open_llm(task, cache_dir=tmp_path / "c", api_base=server.api_base)
-        store = open_store(tmp_path / "c")
-        try:
-            result = await optimize_task(task, llm, store)
-        finally:
-            store.close()
-            llm.close()
+        result = await run_task(task, server.api_base, tmp_path / "c")
     assert result.rejected == {}
     assert server.requests == est.calls == calls.task + calls.optimizer
     assert models.meta_calls == calls.optimizer

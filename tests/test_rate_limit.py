@@ -11,10 +11,9 @@ from aiohttp import web
 
 from gpo_engine.concurrency import GROW_AFTER, AdaptiveLimit
 from gpo_engine.llm import LLM
-from gpo_engine.optimizer import optimize_task
-from gpo_engine.task import load_task, open_llm, open_store
+from gpo_engine.task import load_task
 from tests.model_server import ModelServer
-from tests.scripted_models import ScriptedModels, write_capitals
+from tests.scripted_models import ScriptedModels, run_task, write_capitals
 
 MODEL = "openai/fake"
 
@@ -135,15 +134,8 @@ async def test_optimization_rides_out_429s_without_a_failed_evaluation(tmp_path:
     prompt = write_capitals(tmp_path / "p", steps=2, candidates=4, extra="gpo.concurrency: 8\n")
     models = ScriptedModels()
     async with CountingServer(answer=models.answer, latency=0.01, max_concurrency=2) as server:
-        task = load_task(prompt)
-        llm = open_llm(task, cache_dir=tmp_path / "c", api_base=server.api_base)
-        llm.backoff_base = 0.01
-        store = open_store(tmp_path / "c")
-        try:
-            result = await optimize_task(task, llm, store)
-        finally:
-            store.close()
-            llm.close()
+        result = await run_task(load_task(prompt), server.api_base, tmp_path / "c",
+                                backoff=0.01)
         total, rejected = server.requests, server.rejected_at
     assert result.steps_done == 2 and result.stopped == ""
     assert result.usage["failures"] == 0
