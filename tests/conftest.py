@@ -7,6 +7,9 @@ or ~/.cache/gpo/models), so they are assembled once, not per test.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,14 @@ def _private_cache(
     cache = tmp_path_factory.mktemp("gpo-cache")
     monkeypatch.setenv("GPO_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh folder under /tmp with a short path: a daemon's Unix socket inside it
+    must fit in sun_path (108 bytes), which pytest's tmp_path can exceed."""
+    base = Path(tempfile.mkdtemp(prefix="gpo", dir="/tmp"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,12 +15,10 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +82,8 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def rt_dir() -> Iterator[Path]:
-    # Short, so the socket path fits in sun_path (pytest's tmp_path can be too long).
-    base = Path(tempfile.mkdtemp(prefix="gpo", dir="/tmp"))
-    try:
-        yield base / "rt"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def rt_dir(short_dir: Path) -> Path:
+    return short_dir / "rt"
 
 
 @pytest.fixture

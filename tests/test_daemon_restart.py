@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +33,6 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "test")
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="gpo", dir="/tmp"))
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def uninterrupted_calls(short_dir: Path, prompt: Path) -> tuple[int, dict[str, Any]]:
