@@ -42,7 +42,7 @@ from dotpromptz_handlebars._render import compile_template
 from gpo_engine.errors import ConfigError, Problem, SourceError
 
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
-METRICS = ("exact", "contains", "choice", "number", "regex", "f1", "judge")
+METRICS = ("exact", "contains", "choice", "number", "regex", "f1", "judge", "json")
 RETRIEVALS = ("relevance", "recency", "importance")
 DECAYS = ("cosine", "linear", "fixed")
 
@@ -62,6 +62,9 @@ class Settings:
     metric: str = "exact"  # one of METRICS
     pattern: str | None = None  # gpo.pattern: regex for metric "regex" (required then)
     judge: str | None = None  # gpo.judge: model for metric "judge"; None -> optimizer model
+    # gpo.fields: the expected fields metric "json" scores, dotted paths for
+    # nested ones ("address.city"); None scores every field.
+    fields: tuple[str, ...] | None = None
     examples: str | None = None  # gpo.examples: path relative to the prompt file
     steps: int = 12  # gpo.steps
     candidates: int = 8  # gpo.candidates
@@ -157,6 +160,9 @@ class Settings:
             "race_size": self.race_size,
             "seed": self.seed,
             "split": list(self.split),
+            # Only when set: a new key would change every trajectory key and
+            # orphan the runs saved before gpo.fields existed.
+            **({"fields": list(self.fields)} if self.fields is not None else {}),
         }
 
 
@@ -246,6 +252,8 @@ def _check_field(name: str, value: object) -> tuple[Any, str | None]:
         return float(value), None  # type: ignore[arg-type]
     if name == "split":
         return _check_split(value)
+    if name == "fields":
+        return _check_fields(value)
     if name == "check_alpha":
         if not _is_number(value) or not 0 < float(value) < 1:  # type: ignore[arg-type]
             return None, f"gpo.check_alpha must be a number between 0 and 1, got {_show(value)}"
@@ -272,6 +280,23 @@ def _check_split(value: object) -> tuple[Any, str | None]:
     if abs(sum(numbers) - 1.0) > 1e-6:
         return None, f"gpo.split must sum to 1, got {sum(numbers):g}"
     return numbers, None
+
+
+def _check_fields(value: object) -> tuple[Any, str | None]:
+    """gpo.fields: null (every field) or a non-empty list of dotted field paths."""
+    if value is None:
+        return None, None
+    message = (
+        "gpo.fields must be a non-empty list of field names (dotted paths such as "
+        f"address.city for nested fields), got {_show(value)}"
+    )
+    if not isinstance(value, (list, tuple)) or not value:
+        return None, message
+    names = [name.strip() if isinstance(name, str) else "" for name in value]
+    # "a..b" or ".a" would name no field at all and silently score nothing.
+    if not all(name and all(name.split(".")) for name in names):
+        return None, message
+    return tuple(names), None
 
 
 def _check_budget(

@@ -83,7 +83,8 @@ def task_fn(task: Task, llm: LLM) -> TaskFn:
 
 def metric_for(task: Task, llm: LLM) -> Metric:
     if task.judge_model is None:
-        return get_metric(task.settings.metric, pattern=task.settings.pattern)
+        return get_metric(task.settings.metric, pattern=task.settings.pattern,
+                          fields=task.settings.fields)
     judge_model = task.judge_model
 
     async def judge(prompt: str) -> str:

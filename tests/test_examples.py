@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpo_engine.errors import SourceError
+from gpo_engine.errors import ConfigError, SourceError
 from gpo_engine.examples import (
     Example,
     ExampleSet,
     assign_split,
     example_uid,
     find_examples_path,
+    input_json_schema,
     load_examples,
 )
 
@@ -471,3 +472,259 @@ def test_example_is_frozen() -> None:
     example = Example({"a": "b"}, "c", "train", 1, "0" * 16)
     with pytest.raises(AttributeError):
         example.expected = "d"  # type: ignore[misc]
+
+
+# --- Dotprompt rows: typed values, messages, input.default, input.schema --------------------
+
+
+def test_values_keep_json_types_and_the_uid_stays_the_text_one(tmp_path: Path) -> None:
+    row = {"items": ["a", "b"], "n": 3, "x": 2.5, "ok": True, "meta": {"k": [1]}, "none": None,
+           "expected": "y", "split": "dev"}
+    [example] = load_examples(write(tmp_path, "t.jsonl", jsonl(row)), ["items"]).examples
+    assert example.values == {"items": ["a", "b"], "n": 3, "x": 2.5, "ok": True,
+                              "meta": {"k": [1]}, "none": None}
+    assert example.render_values is example.values
+    assert example.inputs["items"] == '["a", "b"]'
+    # The uid is still computed from the texts alone: caches and splits survive.
+    canonical = json.dumps({"inputs": dict(example.inputs), "expected": "y"}, sort_keys=True,
+                           ensure_ascii=False, separators=(",", ":"))
+    assert example.uid == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_yaml_values_are_json_values_and_csv_values_are_text(tmp_path: Path) -> None:
+    yaml_path = write(tmp_path, "t.yaml", "- {items: [1, 2], day: 2024-01-02, expected: x}\n")
+    [from_yaml] = load_examples(yaml_path, ["items"]).examples
+    assert from_yaml.values == {"items": [1, 2], "day": "2024-01-02"}
+    csv_path = write(tmp_path, "t.csv", "items,n,expected\n\"[1, 2]\",3,x\n")
+    [from_csv] = load_examples(csv_path, ["items"]).examples
+    assert from_csv.values == {"items": "[1, 2]", "n": "3"}
+
+
+def test_hand_built_example_renders_its_texts() -> None:
+    example = Example({"a": "b"}, "c", "train", 1, "0" * 16)
+    assert example.values == {} and example.messages == ()
+    assert example.render_values == {"a": "b"}
+
+
+def test_messages_are_parsed_normalized_and_kept_out_of_the_inputs(tmp_path: Path) -> None:
+    history = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"text": "What is this?"},
+                                     {"media": {"url": "https://x/cat.png",
+                                                "contentType": "image/png"}}]},
+        {"role": "model", "content": [{"text": "A cat."}]},
+    ]
+    rows = [{"q": "And now?", "messages": history, "expected": "a dog"},
+            {"q": "plain", "expected": "z"}]
+    with_history, plain = load_examples(write(tmp_path, "m.jsonl", jsonl(*rows)), ["q"]).examples
+    assert with_history.messages == (
+        {"role": "system", "content": [{"text": "Be brief."}]},
+        {"role": "user", "content": [{"text": "What is this?"},
+                                     {"media": {"url": "https://x/cat.png",
+                                                "contentType": "image/png"}}]},
+        {"role": "model", "content": [{"text": "A cat."}]},
+    )
+    assert with_history.inputs == {"q": "And now?"} and with_history.values == {"q": "And now?"}
+    # The history is part of the row's identity, but only for rows that have one.
+    assert with_history.uid == example_uid({"q": "And now?"}, "a dog", with_history.messages)
+    assert with_history.uid != example_uid({"q": "And now?"}, "a dog")
+    assert plain.messages == () and plain.uid == example_uid({"q": "plain"}, "z")
+
+
+def test_messages_in_a_csv_cell_are_json(tmp_path: Path) -> None:
+    cell = json.dumps([{"role": "user", "content": "hi"}]).replace('"', '""')
+    content = f'q,messages,expected\nx,"{cell}",y\nz,,w\n'
+    first, second = load_examples(write(tmp_path, "m.csv", content), ["q"]).examples
+    assert first.messages == ({"role": "user", "content": [{"text": "hi"}]},)
+    assert second.messages == ()
+    assert "messages" not in first.inputs
+
+
+def test_malformed_messages_are_located_in_jsonl(tmp_path: Path) -> None:
+    rows = [
+        {"q": "a", "expected": "x", "messages": [{"role": "user", "content": "ok"}]},  # 1 fine
+        {"q": "b", "expected": "x", "messages": "not json"},  # 2
+        {"q": "c", "expected": "x", "messages": {"role": "user"}},  # 3
+        {"q": "d", "expected": "x", "messages": [{"role": "assistant", "content": "hi"}]},  # 4
+        {"q": "e", "expected": "x", "messages": [{"role": "user"}]},  # 5
+        {"q": "f", "expected": "x", "messages": [{"role": "user", "content": [{"txt": "a"}]}]},
+        {"q": "g", "expected": "x", "messages": [{"role": "user", "content": [{"media": {}}]}]},
+        {"q": "h", "expected": "x", "messages": [{"role": "user", "content": 3}]},  # 8
+        {"q": "i", "expected": "x", "messages": [{"role": "user", "content": "a", "x": 1}]},
+    ]
+    assert problems_of(write(tmp_path, "m.jsonl", jsonl(*rows)), ("q",)) == [
+        (2, 1, "bad 'messages': not valid JSON (Expecting value, column 1)"),
+        (3, 1, "bad 'messages': must be a list of messages with role and content, "
+               "got a mapping"),
+        (4, 1, "bad 'messages': message 1 has role 'assistant'; use system, user, model or "
+               "tool ('model' is the assistant)"),
+        (5, 1, "bad 'messages': message 1 has no content"),
+        (6, 1, "bad 'messages': message 1, part 1 needs exactly one of text or media, got txt"),
+        (7, 1, "bad 'messages': message 1, part 1: media needs a url text"),
+        (8, 1, "bad 'messages': message 1: content must be a text or a list of parts, "
+               "got a number"),
+        (9, 1, "bad 'messages': message 1 has unknown key 'x'; use role and content"),
+    ]
+
+
+def test_malformed_messages_are_located_at_the_yaml_field(tmp_path: Path) -> None:
+    content = (
+        "- q: a\n"  # 1
+        "  expected: x\n"  # 2
+        "  messages:\n"  # 3
+        "    - role: user\n"  # 4
+        "      content: hi\n"  # 5
+        "- q: b\n"  # 6
+        "  expected: x\n"  # 7
+        "  messages:\n"  # 8
+        "    - role: human\n"  # 9
+        "      content: hi\n"  # 10
+    )
+    assert problems_of(write(tmp_path, "m.yaml", content), ("q",)) == [
+        (8, 3, "bad 'messages': message 1 has role 'human'; use system, user, model or tool "
+               "('model' is the assistant)"),
+    ]
+
+
+def test_defaults_fill_variables_a_row_leaves_out(tmp_path: Path) -> None:
+    path = write(tmp_path, "d.jsonl", jsonl({"q": "a", "expected": "x"}))
+    [example] = load_examples(path, ["q", "tone"], defaults={"tone": "formal"}).examples
+    assert example.inputs == {"q": "a"}  # the renderer merges the default, as Dotprompt does
+    assert problems_of(path, ("q", "tone")) == [(1, 1, "row lacks template variable 'tone'")]
+    csv_path = write(tmp_path, "d.csv", "q,expected\na,x\n")
+    assert len(load_examples(csv_path, ["q", "tone"], defaults={"tone": "f"}).examples) == 1
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "nick": {"type": "string"},
+    },
+    "required": ["name", "age"],
+}
+
+
+def schema_problems(path: Path, **options: object) -> list[tuple[int, int, str]]:
+    with pytest.raises(SourceError) as caught:
+        load_examples(path, ["name", "nick"], input_schema=PERSON_SCHEMA, **options)  # type: ignore[arg-type]
+    return [(p.line, p.column, p.message) for p in caught.value.problems]
+
+
+def test_schema_violations_are_located_in_jsonl(tmp_path: Path) -> None:
+    rows = [
+        {"name": "Ada", "age": 36, "tags": ["math"], "expected": "x"},  # 1 fine
+        {"name": "Bob", "age": "old", "expected": "x"},  # 2
+        {"age": 3, "expected": "x"},  # 3
+        {"name": "Cy", "age": 5, "tags": ["a", 7], "expected": "x"},  # 4
+    ]
+    assert schema_problems(write(tmp_path, "s.jsonl", jsonl(*rows))) == [
+        (2, 1, "row does not match input.schema: age: 'old' is not of type 'integer'"),
+        (3, 1, "row does not match input.schema: 'name' is a required property"),
+        (4, 1, "row does not match input.schema: tags[1]: 7 is not of type 'string'"),
+    ]
+
+
+def test_schema_decides_which_fields_a_row_needs(tmp_path: Path) -> None:
+    # 'nick' is a template variable the schema does not require: no error.
+    path = write(tmp_path, "s.jsonl", jsonl({"name": "Ada", "age": 36, "expected": "x"}))
+    [example] = load_examples(path, ["name", "nick"], input_schema=PERSON_SCHEMA).examples
+    assert example.values == {"name": "Ada", "age": 36}
+    # A default satisfies the schema: rows are checked merged over the defaults.
+    path = write(tmp_path, "d.jsonl", jsonl({"name": "Ada", "expected": "x"}))
+    assert len(load_examples(path, ["name"], input_schema=PERSON_SCHEMA,
+                             defaults={"age": 1}).examples) == 1
+    assert schema_problems(path, defaults={"age": "one"}) == [
+        (1, 1, "row does not match input.schema: age: 'one' is not of type 'integer'"),
+    ]
+
+
+def test_schema_violations_are_located_in_csv_and_cells_get_the_schema_type(
+    tmp_path: Path,
+) -> None:
+    content = (
+        "name,age,tags,expected\n"  # 1
+        'Ada,36,"[""math""]",x\n'  # 2 fine: typed by the schema
+        "Bob,old,[],x\n"  # 3
+    )
+    with pytest.raises(SourceError) as caught:
+        load_examples(write(tmp_path, "s.csv", content), ["name"], input_schema=PERSON_SCHEMA)
+    assert [(p.line, p.column, p.message) for p in caught.value.problems] == [
+        (3, 1, "row does not match input.schema: age: 'old' is not of type 'integer'"),
+    ]
+    fine = write(tmp_path, "f.csv", "name,age,tags,expected\n" 'Ada,36,"[""math""]",x\n')
+    [example] = load_examples(fine, ["name"], input_schema=PERSON_SCHEMA).examples
+    assert example.values == {"name": "Ada", "age": 36, "tags": ["math"]}
+    assert example.inputs == {"name": "Ada", "age": "36", "tags": '["math"]'}
+
+
+def test_csv_header_must_have_the_fields_the_schema_requires(tmp_path: Path) -> None:
+    path = write(tmp_path, "h.csv", "name,expected\nAda,x\nBob,y\n")
+    with pytest.raises(SourceError) as caught:
+        load_examples(path, ["name"], input_schema=PERSON_SCHEMA)
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (1, "the header lacks input.schema's field 'age'"),
+    ]
+    assert len(load_examples(path, ["name"], input_schema=PERSON_SCHEMA,
+                             defaults={"age": 30}).examples) == 2
+
+
+def test_schema_violations_are_located_at_the_yaml_field(tmp_path: Path) -> None:
+    content = (
+        "- name: Ada\n"  # 1
+        "  age: 36\n"  # 2
+        "  expected: x\n"  # 3
+        "- name: Bob\n"  # 4
+        "  expected: x\n"  # 5
+        "  age: [3]\n"  # 6
+        "- age: 4\n"  # 7
+        "  expected: x\n"  # 8
+    )
+    assert schema_problems(write(tmp_path, "s.yaml", content)) == [
+        (6, 3, "row does not match input.schema: age: [3] is not of type 'integer'"),
+        (7, 3, "row does not match input.schema: 'name' is a required property"),
+    ]
+
+
+def test_input_json_schema_converts_picoschema_and_passes_json_schema() -> None:
+    converted = input_json_schema({"name": "string", "age?": "integer, in years",
+                                   "tags(array)": "string"})
+    assert converted == {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": ["integer", "null"], "description": "in years"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "tags"],
+        "additionalProperties": False,
+    }
+    assert input_json_schema(PERSON_SCHEMA) == PERSON_SCHEMA
+    assert input_json_schema(None) is None
+
+
+def test_input_json_schema_errors() -> None:
+    with pytest.raises(ConfigError, match=r"input\.schema: Picoschema: unsupported scalar type"):
+        input_json_schema({"who": "Person"})  # a named schema needs a resolver
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        input_json_schema({"type": "object", "properties": {"a": {"type": "integr"}}})
+
+
+def test_picoschema_rows_are_checked(tmp_path: Path) -> None:
+    schema = input_json_schema({"name": "string", "n?": "integer"})
+    rows = [{"name": "a", "expected": "x"}, {"name": "b", "n": "2", "extra": 1, "expected": "x"}]
+    with pytest.raises(SourceError) as caught:
+        load_examples(write(tmp_path, "p.jsonl", jsonl(*rows)), ["name"], input_schema=schema)
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (2, "row does not match input.schema: Additional properties are not allowed "
+            "('extra' was unexpected)"),
+        (2, "row does not match input.schema: n: '2' is not of type 'integer', 'null'"),
+    ]
+
+
+def test_invalid_schema_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.jsonl", jsonl({"a": 1, "expected": "x"}))
+    with pytest.raises(ConfigError, match=r"input\.schema is not a valid JSON Schema"):
+        load_examples(path, ["a"], input_schema={"type": 5})

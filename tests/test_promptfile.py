@@ -156,7 +156,7 @@ def test_null_optional_settings() -> None:
 
 
 def test_metrics_and_default_model_constants() -> None:
-    assert METRICS == ("exact", "contains", "choice", "number", "regex", "f1", "judge")
+    assert METRICS == ("exact", "contains", "choice", "number", "regex", "f1", "judge", "json")
     assert DEFAULT_LOCAL_MODEL == "local/gemma-3-270m"
     for metric in METRICS:
         extra = ["gpo.pattern: '(\\d+)'"] if metric == "regex" else []
@@ -286,6 +286,37 @@ def test_bad_values(setting: str, message: str) -> None:
 )
 def test_bad_check_values(setting: str, message: str) -> None:
     assert problems_of(doc("model: m", setting)) == [(3, 1, message)]
+
+
+def test_fields_setting_is_read_and_checked() -> None:
+    settings = parse_prompt(doc("gpo.metric: json", "gpo.fields: [name, address.city]"),
+                            P).settings
+    assert settings.fields == ("name", "address.city")
+    assert Settings().fields is None
+    assert parse_prompt(doc("gpo.fields: null"), P).settings.fields is None
+    assert Settings().replace(fields=["a", "b.c"]).fields == ("a", "b.c")
+    with pytest.raises(ConfigError, match=r"gpo\.fields must be a non-empty list"):
+        Settings().replace(fields=[])
+
+
+@pytest.mark.parametrize("value", ["[]", "name", "[1]", "['']", "[a, '  ']", "['a..b']",
+                                   "['.a']", "{a: 1}", "true"])
+def test_bad_fields_values_are_located(value: str) -> None:
+    shown = {"[]": "[]", "name": "'name'", "[1]": "[1]", "['']": "['']",
+             "[a, '  ']": "['a', '  ']", "['a..b']": "['a..b']", "['.a']": "['.a']",
+             "{a: 1}": "{'a': 1}", "true": "True"}[value]
+    assert problems_of(doc("model: m", "gpo.metric: json", f"gpo.fields: {value}")) == [
+        (4, 1, "gpo.fields must be a non-empty list of field names (dotted paths such as "
+               f"address.city for nested fields), got {shown}"),
+    ]
+
+
+def test_fields_enter_the_fingerprint_only_when_set() -> None:
+    base = Settings(model="m", metric="json")
+    assert "fields" not in base.fingerprint()  # trajectories saved before gpo.fields resume
+    chosen = base.replace(fields=["name"]).fingerprint()
+    assert chosen["fields"] == ["name"] and json.loads(json.dumps(chosen)) == chosen
+    assert chosen != base.replace(fields=["age"]).fingerprint()
 
 
 def test_check_settings_are_read_and_left_out_of_the_fingerprint() -> None:
@@ -664,6 +695,7 @@ def test_settings_field_set_matches_contract() -> None:
         "metric",
         "pattern",
         "judge",
+        "fields",
         "examples",
         "steps",
         "candidates",

@@ -19,7 +19,21 @@ def register(sub: Any) -> None:
     ev.set_defaults(run=run)
 
 
+# Failure kinds listed under the table per split; the JSON output has them all.
+_SHOWN_REASONS = 5
+
+
+def _reason_line(part: str, reasons: dict[str, int]) -> str:
+    """'dev: 3 unparseable JSON, 1 fields differ' for the rows that lost points."""
+    shown = [f"{count} {reason}" for reason, count in list(reasons.items())[:_SHOWN_REASONS]]
+    rest = sum(list(reasons.values())[_SHOWN_REASONS:])
+    if rest:
+        shown.append(f"{rest} other")
+    return f"{part}: " + ", ".join(shown)
+
+
 def run(args: argparse.Namespace, err: Console) -> int:
+    from gpo_engine.metrics import count_reasons
     from gpo_engine.task import load_task, open_llm, score
 
     task = load_task(args.path, **overrides(args))
@@ -36,7 +50,11 @@ def run(args: argparse.Namespace, err: Console) -> int:
                     out[part] = {"score": round(res.score, 2), "n": res.n,
                                  "correct": sum(o.score for o in res.outcomes),
                                  "low": round(low, 2), "high": round(high, 2),
-                                 "failures": res.failures}
+                                 "failures": res.failures,
+                                 # rows short of a full score, by the kind of
+                                 # reason ("unparseable JSON", ...), most first
+                                 "reasons": dict(count_reasons(
+                                     o.reason for o in res.outcomes if o.score < 1.0))}
             out["usage"] = llm.usage.to_dict()
             return out
         finally:
@@ -53,5 +71,11 @@ def run(args: argparse.Namespace, err: Console) -> int:
         r = out[part]
         table.add_row(part, str(r["n"]), f"{r['score']:.1f}%",
                       f"{r['low']:.1f} - {r['high']:.1f}", str(r["failures"]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for part in ("dev", "test"):
+        if out[part]["reasons"]:
+            # markup off: a reason quotes model output, which may hold [brackets].
+            console.print(_reason_line(part, out[part]["reasons"]), markup=False,
+                          highlight=False)
     return EXIT_OK
