@@ -309,7 +309,7 @@ async def measure(task: Any, llm: Any) -> Lock:
     dev = await score(task, llm, task.prompt.body, task.examples.dev)
     test = await score(task, llm, task.prompt.body, task.examples.test)
     return Lock(
-        prompt_hash=prompt_hash(task.prompt.source),
+        prompt_hash=prompt_hash(task.sources()),
         examples=_relative(task.examples.path, task.path.parent),
         examples_hash=task.examples.content_hash,
         model=task.task_model,
@@ -348,7 +348,7 @@ async def check_task(task: Any, llm: Any, *, update: bool = False) -> CheckResul
             metric=metric_identity(task.settings, task.judge_model),
             dev_uids=(e.uid for e in task.examples.dev),
             test_uids=(e.uid for e in task.examples.test))
-        unchanged = baseline.prompt_hash == prompt_hash(task.prompt.source)
+        unchanged = baseline.prompt_hash == prompt_hash(task.sources())
         if not stale and unchanged:
             return CheckResult(task.path, path, "pass",
                                ("unchanged since the baseline (no model call needed)",),

@@ -26,13 +26,13 @@ from typing import Any
 
 from gpo_engine import update
 from gpo_engine.direction import ScoredPrompt
+from gpo_engine.errors import ConfigError
 from gpo_engine.examples import Example
 from gpo_engine.llm import is_base_model
 from gpo_engine.metrics import judge_prompt
 from gpo_engine.optimizer import race_calls
-from gpo_engine.promptfile import render
 from gpo_engine.schedule import budget_at
-from gpo_engine.task import Task
+from gpo_engine.task import Task, row_data
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD = 4  # tokens a chat message costs beyond its text (role, separators)
@@ -133,8 +133,8 @@ def estimate(task: Task, *, steps_done: int = 0, price_fn: PriceFn = price) -> E
     calls = count_calls(task, steps_done=steps_done)
     rows = list(task.examples.examples)
     body = task.prompt.body
-    roles = [_role("task", task.task_model, calls.task, _mean_task_prompt(body, rows),
-                   task.settings.max_tokens, price_fn)]
+    roles = [_role("task", task.task_model, calls.task, _mean_task_prompt(task, rows),
+                   int(task.call.params["max_tokens"]), price_fn)]
     roles.append(_role("optimizer", task.optimizer_model, calls.optimizer,
                        _meta_prompt_tokens(task), _rewrite_tokens(body), price_fn))
     if task.judge_model is not None:
@@ -158,9 +158,18 @@ def _mean(values: Sequence[int]) -> int:
     return math.ceil(sum(values) / len(values)) if values else 0
 
 
-def _mean_task_prompt(body: str, rows: Sequence[Example]) -> int:
-    rendered = [tokens(render(body, r.inputs)) for r in rows] or [tokens(body)]
-    return _mean(rendered) + MESSAGE_OVERHEAD
+def _mean_task_prompt(task: Task, rows: Sequence[Example]) -> int:
+    """Tokens of the task call's messages (text parts; media are not counted)."""
+    body = task.prompt.body
+    renderer = task.renderer
+    rendered: list[int] = []
+    for row in rows:
+        try:
+            messages = renderer.render_sync(body, row_data(row))
+        except ConfigError:  # the row fails at run time too; it costs nothing
+            continue
+        rendered.append(sum(tokens(m.text) + MESSAGE_OVERHEAD for m in messages))
+    return _mean(rendered) if rendered else tokens(body) + MESSAGE_OVERHEAD
 
 
 def _mean_judge_prompt(rows: Sequence[Example]) -> int:

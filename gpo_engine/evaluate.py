@@ -13,15 +13,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gpo_engine.errors import ModelCallError
+from gpo_engine.errors import ConfigError, ModelCallError
 from gpo_engine.examples import Example
 from gpo_engine.metrics import Metric, Score
-from gpo_engine.promptfile import render
 
 T = TypeVar("T")
 
-# rendered prompt -> the task model's answer text.
-TaskFn = Callable[[str], Awaitable[str]]
+# (template, example row) -> the task model's answer text. The function renders
+# the template for the row (Dotprompt's messages) and makes the task call.
+TaskFn = Callable[[str, Example], Awaitable[str]]
 
 # Above this share of failed calls the evaluation is meaningless: raise.
 SYSTEMIC_FAILURE_SHARE = 0.5
@@ -93,16 +93,18 @@ def confidence_interval(values: Sequence[float], z: float = 1.96) -> tuple[float
 async def evaluate(
     task: TaskFn, template: str, examples: Sequence[Example], metric: Metric
 ) -> EvalResult:
-    """Render `template` for each example, ask the task model, score the answer."""
+    """Ask the task model with `template` rendered for each example; score the answers."""
 
     async def one(example: Example) -> Outcome:
-        prompt = render(template, example.inputs)
         try:
-            output = await task(prompt)
+            output = await task(template, example)
         except ModelCallError as exc:
             if exc.kind == "auth":
                 raise  # no point asking again for every row
             return Outcome(example.uid, 0.0, "", reason="model call failed", error=str(exc))
+        except ConfigError as exc:  # this row cannot be rendered (a media file is missing...)
+            return Outcome(example.uid, 0.0, "", reason="render failed",
+                           error=f"example line {example.line}: {exc}")
         score: Score = await metric(output, example)
         return Outcome(example.uid, score.value, output, reason=score.reason)
 

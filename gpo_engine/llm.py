@@ -322,6 +322,31 @@ class _ResponseCache:
         )
 
 
+# Parameters the embedded model's provider reads (local_model.LocalLLM).
+LOCAL_PARAMS = frozenset({"temperature", "max_tokens", "stop", "seed"})
+
+
+def supported_params(model: str) -> frozenset[str] | None:
+    """The request parameters litellm sends to this model's provider; None if unknown."""
+    if is_base_model(model):
+        return LOCAL_PARAMS
+    try:
+        names = _litellm().get_supported_openai_params(model=model)
+    except Exception:  # litellm raises for models it cannot place; unknown, not fatal
+        return None
+    return frozenset(names) if names else None
+
+
+def supports_response_schema(model: str) -> bool:
+    """Whether the provider can be held to a JSON Schema (structured output)."""
+    if is_base_model(model):
+        return False
+    try:
+        return bool(_litellm().supports_response_schema(model=model))
+    except Exception:  # an unknown model: ask for JSON in words instead
+        return False
+
+
 _frozen = False  # whether the objects of litellm's import were moved out of the GC's sight
 
 
@@ -391,30 +416,33 @@ class LLM:
     async def complete(
         self,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         *,
         temperature: float = 0.0,
         max_tokens: int = 256,
         stop: list[str] | None = None,
         sample: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One chat completion. `sample` tells apart samples that are otherwise
         the same request (K candidates at temperature 1), in the cache and, for
-        the embedded model, as the sampling seed."""
-        key = cache_key(
-            {
-                "kind": "completion",
-                "model": model,
-                "messages": messages,
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                "stop": stop,
-                "sample": sample,
-                # The embedded model never uses the endpoint: its answers are the
-                # same whether or not an api_base is configured.
-                "api_base": None if is_base_model(model) else self.api_base,
-            }
-        )
+        the embedded model, as the sampling seed. `extra` holds any further
+        litellm parameters (top_p, response_format...): all part of the cache key."""
+        payload: dict[str, Any] = {
+            "kind": "completion",
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stop": stop,
+            "sample": sample,
+            # The embedded model never uses the endpoint: its answers are the
+            # same whether or not an api_base is configured.
+            "api_base": None if is_base_model(model) else self.api_base,
+        }
+        if extra:  # only when present, so the keys of plain requests stay as they were
+            payload["extra"] = dict(extra)
+        key = cache_key(payload)
         usage = self.usage.model(model)
         hit = self._cache.get(key)
         if isinstance(hit, dict):
@@ -440,6 +468,7 @@ class LLM:
         }
         if stop:
             kwargs["stop"] = stop
+        kwargs.update(extra or {})
         if is_base_model(model):
             await self._prepare_local(model)
             # Only the embedded model gets a seed: not every provider accepts one.

@@ -20,6 +20,7 @@ import atexit
 import ctypes
 import importlib
 import importlib.util
+import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,48 @@ MODELS: Mapping[str, LocalModelSpec] = {
         filename="gemma-3-270m-q4_k_m.gguf",
     ),
 }
+
+
+def is_conversation(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """A prompt with roles: a system message, or a user turn after an assistant turn.
+
+    One user message (a plain template), or a user message and a final
+    assistant prefill (gpo's own meta-prompts), stay a completion-style
+    document: that is what a base model reads best. Anything else is a
+    conversation a Genkit application sends with roles, so it is rendered
+    with the model's chat format.
+    """
+    roles = [str(m.get("role")) for m in messages]
+    if "system" in roles or "tool" in roles:
+        return True
+    return any(a == "assistant" and b == "user" for a, b in itertools.pairwise(roles))
+
+
+def chat_document(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Gemma's chat format (the embedded GGUF carries no template of its own).
+
+    As Gemma's official template does, a system message is folded into the
+    first user turn and `assistant` is written `model`; the document ends with
+    an open model turn, which the completion fills.
+    """
+    turns: list[tuple[str, str]] = []
+    system = ""
+    for message in messages:
+        role, text = str(message.get("role")), _content_text(message.get("content"))
+        if role == "system":
+            system += text + SEPARATOR
+            continue
+        role = "model" if role == "assistant" else "user"
+        if system and role == "user":
+            text, system = system + text, ""
+        turns.append((role, text))
+    if system:  # a system message and nothing after it
+        turns.append(("user", system.rstrip()))
+    body = "".join(f"<start_of_turn>{role}\n{text.strip()}<end_of_turn>\n" for role, text in turns)
+    if turns and turns[-1][0] == "model":  # a final model message is a prefill: continue it
+        body = body[: -len("<end_of_turn>\n")]
+        return body
+    return body + "<start_of_turn>model\n"
 
 
 def render_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -209,12 +252,14 @@ def generate(
     temperature: float,
     stop: Sequence[str] | None,
     seed: int,
+    special: bool = False,
 ) -> Generated:
-    """Blocking completion of `prompt` by the embedded model."""
+    """Blocking completion of `prompt` by the embedded model. `special`: the prompt
+    holds control tokens (a chat format's turn markers) to be read as such."""
     llama = prepare(name)
     started = time.monotonic()
     with _generate_lock:
-        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
+        tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
         room = N_CTX - len(tokens)
         if room < 1:
             raise CustomLLMError(
@@ -252,13 +297,16 @@ class LocalLLM(CustomLLM):
 
     def _respond(self, model: str, messages: list, optional_params: dict) -> litellm.ModelResponse:
         name = model[len(PROVIDER) + 1 :] if model.startswith(f"{PROVIDER}/") else model
+        chat = is_conversation(messages)
         out = generate(
             name,
-            render_prompt(messages),
+            chat_document(messages) if chat else render_prompt(messages),
             max_tokens=int(optional_params.get("max_tokens") or 256),
             temperature=float(optional_params.get("temperature") or 0.0),
-            stop=_stop_list(optional_params.get("stop")),
+            # A turn ends at Gemma's end-of-turn marker, as in its chat template.
+            stop=[*_stop_list(optional_params.get("stop")), *(["<end_of_turn>"] if chat else [])],
             seed=int(optional_params.get("seed") or 0),
+            special=chat,
         )
         return litellm.ModelResponse(
             model=f"{PROVIDER}/{name}",

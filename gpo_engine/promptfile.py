@@ -14,20 +14,18 @@ import difflib
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dotpromptz import picoschema_to_json_schema
 from dotpromptz.errors import FrontmatterError
 from dotpromptz.helpers import BUILTIN_HELPERS
 from dotpromptz.parse import identify_frontmatter, parse_document
 from dotpromptz_handlebars import (
     Block,
-    EscapeFunction,
-    Handlebars,
-    HelperOptions,
     InlinePartial,
     Mustache,
     Node,
@@ -39,7 +37,10 @@ from dotpromptz_handlebars import (
 # only reachable through this module, and we need it to find input variables.
 from dotpromptz_handlebars._render import compile_template
 
+from gpo_engine.callspec import config_problem, model_problem
 from gpo_engine.errors import ConfigError, Problem, SourceError
+from gpo_engine.rendering import PromptRenderer, RowData, run_blocking
+from gpo_engine.target import TARGETS
 
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
 METRICS = ("exact", "contains", "choice", "number", "regex", "f1", "judge", "json")
@@ -66,11 +67,13 @@ class Settings:
     # nested ones ("address.city"); None scores every field.
     fields: tuple[str, ...] | None = None
     examples: str | None = None  # gpo.examples: path relative to the prompt file
+    partials: str | None = None  # gpo.partials: a folder of `_name.prompt` partials
     steps: int = 12  # gpo.steps
     candidates: int = 8  # gpo.candidates
     k: int = 3  # gpo.k: prompts retrieved per step (paper: 3)
     retrieval: str = "relevance"  # gpo.retrieval: relevance | recency | importance
     embedding: str | None = None  # gpo.embedding: litellm embedding model; None -> rapidfuzz
+    target: str = "system"  # gpo.target: the message the optimizer rewrites (one of TARGETS)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     temperature: float = 1.0  # gpo.temperature: optimizer sampling temperature (paper code: 1.0)
     max_tokens: int = 48  # gpo.max_tokens: task model answer length
@@ -163,6 +166,9 @@ class Settings:
             # Only when set: a new key would change every trajectory key and
             # orphan the runs saved before gpo.fields existed.
             **({"fields": list(self.fields)} if self.fields is not None else {}),
+            # Only when not the default, for the same reason: the runs saved so far
+            # hold whole bodies with real scores, valid to resume under the default.
+            **({"target": self.target} if self.target != "system" else {}),
         }
 
 
@@ -175,6 +181,42 @@ class PromptFile:
     body_line: int  # 1-based line number in `source` where the body starts
     settings: Settings
     variables: tuple[str, ...]  # template input variables, in order of first use
+    # Dotprompt's reading of the frontmatter (config, input, output, ext), with
+    # Picoschema already turned into JSON Schema; None when there is none.
+    meta: Any = None
+    explicit: frozenset[str] = frozenset()  # gpo.* settings the frontmatter writes
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return dict(self.meta.config or {}) if self.meta is not None else {}
+
+    @property
+    def input_schema(self) -> Mapping[str, Any] | None:
+        spec = self.meta.input if self.meta is not None else None
+        schema = getattr(spec, "schema", None) if spec is not None else None
+        return schema if isinstance(schema, dict) else None
+
+    @property
+    def input_defaults(self) -> Mapping[str, Any]:
+        spec = self.meta.input if self.meta is not None else None
+        return dict(spec.default or {}) if spec is not None else {}
+
+    @property
+    def output(self) -> Mapping[str, Any]:
+        spec = self.meta.output if self.meta is not None else None
+        if spec is None:
+            return {}
+        return {"format": spec.format, "schema": getattr(spec, "schema", None)}
+
+    def renderer(self) -> PromptRenderer:
+        """Dotprompt for this file: its frontmatter, its partials (beside it, then gpo.partials)."""
+        return PromptRenderer(self.meta, partial_folders(self.path, self.settings.partials))
+
+
+def partial_folders(path: Path, configured: str | None) -> tuple[Path, ...]:
+    """Where `{{> name}}` is looked up: the prompt's folder, then gpo.partials (relative to it)."""
+    folder = Path(path).parent
+    return (folder, folder / configured) if configured else (folder,)
 
 
 # ---------------------------------------------------------------------------
@@ -191,8 +233,8 @@ _INT_MINIMUM = {
     "concurrency": 1,
     "seed": 0,
 }
-_OPTIONAL_TEXT = ("optimizer", "pattern", "judge", "examples", "embedding")
-_CHOICES = {"metric": METRICS, "retrieval": RETRIEVALS}
+_OPTIONAL_TEXT = ("optimizer", "pattern", "judge", "examples", "embedding", "partials")
+_CHOICES = {"metric": METRICS, "retrieval": RETRIEVALS, "target": TARGETS}
 _FIELDS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "model")
 _BUDGET_FIELDS = tuple(f.name for f in dataclasses.fields(BudgetSettings))
 
@@ -457,42 +499,16 @@ def _settings_from(
 # Templates
 
 
-def _quiet_log(args: list[Any], options: HelperOptions) -> str:
-    # Handlebars' own `log` prints to stdout, which would corrupt the language
-    # server's stdio stream; a prompt never needs it.
-    return ""
-
-
-def _make_handlebars() -> Handlebars:
-    # Dotprompt renders with HTML escaping off and its own helpers registered.
-    handlebars = Handlebars(escape_fn=EscapeFunction.NO_ESCAPE)
-    for name, helper in BUILTIN_HELPERS.items():
-        handlebars.register_helper(name, helper)
-    handlebars.register_helper("log", _quiet_log)
-    return handlebars
-
-
-_HANDLEBARS = _make_handlebars()
+# Dotprompt's own helpers and the Handlebars built-ins: names a tag may call
+# without reading an input variable.
 _HELPERS = frozenset(BUILTIN_HELPERS) | {"lookup", "log", "if", "unless", "each", "with"}
 _CONTEXT_BLOCKS = frozenset({"each", "with"})
 _LITERAL = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|undefined")
 
-
-@functools.lru_cache(maxsize=512)
-def _compiled(template: str) -> Callable[..., str]:
-    return _HANDLEBARS.compile(template)
-
-
-def render(template: str, inputs: Mapping[str, object]) -> str:
-    """Render a template the way Dotprompt does (no HTML escaping).
-
-    Raises ConfigError when the template cannot be compiled or rendered,
-    which parse_prompt reports beforehand for the file's own body.
-    """
-    try:
-        return _compiled(template)(dict(inputs))
-    except (ValueError, RecursionError) as error:
-        raise ConfigError(f"template error: {error}") from error
+# Screens templates (generated candidates included) without the file's
+# folder: a partial reference renders empty here, since whether the partial
+# exists is the file's concern (parse_prompt checks it with the real folders).
+_SCREEN = PromptRenderer(None, (), lenient_partials=True)
 
 
 def template_variables(template: str) -> tuple[str, ...]:
@@ -669,9 +685,15 @@ def _locate_template_error(body: str, message: str) -> int | None:
         for offset, tag in tags:
             if tag is not None and not _tag_name(tag) and not tag.startswith("!"):
                 return offset
-    helper = re.match(r'Missing helper: "(.*)"', message) or re.match(
-        r"The partial (\S+) could not be found", message
-    )
+    helper = (re.match(r'Missing helper: "(.*)"', message)
+              or re.match(r"The partial (\S+) could not be found", message)
+              or re.match(r"partial '([^']+)' not found", message)
+              or re.match(r"circular partials: (\S+)", message))
+    role = re.search(r"unknown role '([^']*)'", message)
+    if role:
+        for offset, tag in tags:
+            if tag is not None and _tag_name(tag) == "role" and role.group(1) in tag:
+                return offset
     if helper:
         for offset, tag in tags:
             if tag is not None and not tag.startswith("!") and _tag_name(tag) == helper.group(1):
@@ -706,18 +728,17 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
 
 
 def template_error(template: str) -> str | None:
-    """Why Handlebars cannot compile or render `template`, or None when it can.
+    """Why Dotprompt cannot compile or render `template`, or None when it can.
 
-    Use it to screen generated candidates before render() sees them.
+    Use it to screen generated candidates before they are scored.
     """
     try:
-        compiled = _compiled(template)
-        # Rendering finds unknown helpers and partials; with every variable set
+        # Rendering finds unknown helpers and roles; with every variable set
         # and with none, both branches of simple conditionals get visited.
-        compiled({name: "x" for name in template_variables(template)})
-        compiled({})
-    except (ValueError, RecursionError) as error:
-        return str(error)
+        _SCREEN.render_sync(template, RowData({name: "x" for name in template_variables(template)}))
+        _SCREEN.render_sync(template, RowData())
+    except ConfigError as error:
+        return str(error).removeprefix("template error: ")
     return None
 
 
@@ -761,24 +782,83 @@ def parse_prompt(source: str, path: Path) -> PromptFile:
         settings, problems = _settings_from(
             parsed.raw or {}, parsed.model, identified.frontmatter, identified.content_line, path
         )
+        problems += _call_problems(parsed, identified.frontmatter, identified.content_line, path)
+        meta, schema_problems = dotprompt_meta(parsed)
+        where = _key_locations(identified.frontmatter, identified.content_line)
+        problems += [Problem(path, *where.get(key, (1, 1, None))[:2], message)
+                     for key, message in schema_problems]
     else:
-        settings = Settings()
+        settings, meta = Settings(), None
     variables = template_variables(body)
+    explicit = frozenset(k[4:].split(".")[0] for k in (parsed.raw or {}) if k.startswith("gpo."))
+    prompt = PromptFile(path=path, source=source, frontmatter=frontmatter, body=body,
+                        body_line=body_line, settings=settings, variables=variables,
+                        meta=meta, explicit=explicit)
     if not body.strip():
         problems.append(Problem(path, body_line, 1, "the prompt body is empty"))
     else:
         problems.extend(_template_problems(body, body_line, path))
+        if not problems:  # partials and roles, with the file's real folders
+            problems.extend(_render_problems(prompt))
     if problems:
         raise SourceError(sorted(problems, key=lambda p: (p.line, p.column)))
-    return PromptFile(
-        path=path,
-        source=source,
-        frontmatter=frontmatter,
-        body=body,
-        body_line=body_line,
-        settings=settings,
-        variables=variables,
-    )
+    return prompt
+
+
+def _call_problems(parsed: Any, yaml_text: str, first_line: int, path: Path) -> list[Problem]:
+    """`model:` and `config:` values the task call cannot send, at their lines."""
+    locations = _key_locations(yaml_text, first_line)
+    problems: list[Problem] = []
+    if isinstance(parsed.model, str):
+        message = model_problem(parsed.model)
+        if message is not None:
+            line, column, _ = locations.get("model", (1, 1, None))
+            problems.append(Problem(path, line, column, message))
+    config = (parsed.raw or {}).get("config")
+    if config is not None and not isinstance(config, Mapping):
+        line, column, _ = locations.get("config", (1, 1, None))
+        problems.append(Problem(path, line, column, f"config must be a mapping, got {config!r}"))
+    elif isinstance(config, Mapping):
+        nested = _node_key_locations(locations.get("config", (1, 1, None))[2], first_line)
+        for key, value in config.items():
+            message = config_problem(str(key), value)
+            if message is not None:
+                line, column = nested.get(str(key), locations.get("config", (1, 1))[:2])
+                problems.append(Problem(path, line, column, message))
+    return problems
+
+
+def dotprompt_meta(parsed: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """The parsed prompt with Picoschema turned into JSON Schema, as Dotprompt renders
+    it, and the (frontmatter key, message) of each schema that cannot be read."""
+    problems: list[tuple[str, str]] = []
+    updates: dict[str, Any] = {}
+    for key in ("input", "output"):
+        spec = getattr(parsed, key, None)
+        schema = getattr(spec, "schema", None) if spec is not None else None
+        if spec is None or schema is None:
+            continue
+        try:
+            converted = run_blocking(functools.partial(picoschema_to_json_schema, schema))
+        except (ValueError, TypeError, KeyError) as error:
+            problems.append((key, f"{key}.schema: {error}"))
+            continue
+        updates[key] = spec.model_copy(update={"schema": converted})
+    return (parsed.model_copy(update=updates) if updates else parsed), problems
+
+
+def _render_problems(prompt: PromptFile) -> list[Problem]:
+    """What stops Dotprompt rendering the file with its own partials: a missing or
+    circular partial, an unknown role. Located at the tag it is about."""
+    try:
+        renderer = prompt.renderer()
+        renderer.render_sync(prompt.body, RowData({v: "x" for v in prompt.variables}))
+    except ConfigError as error:
+        message = str(error)
+        offset = _locate_template_error(prompt.body, message)
+        line, column = _line_column(prompt.body, offset) if offset is not None else (1, 1)
+        return [Problem(prompt.path, prompt.body_line + line - 1, column, message)]
+    return []
 
 
 def load_prompt(path: str | Path) -> PromptFile:

@@ -7,17 +7,28 @@ entry points all resolve models, metrics and example sets the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpo_engine import llm as llm_module
+from gpo_engine.callspec import (
+    CallSpec,
+    Sendable,
+    call_spec,
+    litellm_model,
+    sendable,
+    with_instruction,
+)
 from gpo_engine.errors import Problem, SourceError
 from gpo_engine.evaluate import EvalResult, TaskFn, evaluate
 from gpo_engine.examples import Example, ExampleSet, find_examples_path, load_examples
 from gpo_engine.llm import LLM, default_cache_dir, resolve_model
 from gpo_engine.metrics import Metric, get_metric
 from gpo_engine.promptfile import PromptFile, Settings, load_prompt
+from gpo_engine.rendering import PromptRenderer, RowData, to_chat
 from gpo_engine.trajectory import TrajectoryStore
 
 
@@ -29,10 +40,36 @@ class Task:
     task_model: str
     optimizer_model: str
     judge_model: str | None
+    call: CallSpec  # the task call's parameters, from the frontmatter's config and output
 
     @property
     def path(self) -> Path:
         return self.prompt.path
+
+    @functools.cached_property
+    def renderer(self) -> PromptRenderer:
+        """One Dotprompt for the whole run: compiled templates are kept per text."""
+        return self.prompt.renderer()
+
+    @functools.cached_property
+    def partials(self) -> dict[str, str]:
+        """The partial files the template reads, name -> text: what the task model
+        is sent changes with them, so scores and baselines depend on them too."""
+        renderer = self.prompt.renderer()
+        renderer.render_sync(self.prompt.body, RowData({v: "x" for v in self.prompt.variables}))
+        return {name: path.read_text(encoding="utf-8")
+                for name, path in sorted(renderer.partials_read.items())}
+
+    def sources(self) -> str:
+        """The file's text and, after it, every partial it reads ('' added when none)."""
+        return self.prompt.source + "".join(f"\n\0partial {name}\n{text}"
+                                            for name, text in self.partials.items())
+
+    @functools.cached_property
+    def sendable(self) -> Sendable:
+        """The task call's parameters as the provider takes them (asks litellm once)."""
+        return sendable(self.call, llm_module.supported_params(self.task_model),
+                        llm_module.supports_response_schema(self.task_model))
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that decides results; the trajectory key is its hash."""
@@ -44,6 +81,10 @@ class Task:
             "judge_model": self.judge_model,
             "examples": self.examples.content_hash,
             "initial": self.prompt.body,
+            # Only when the file asks for more than gpo's defaults, so the keys of
+            # existing trajectories stay as they were.
+            **({"call": self.call.fingerprint()} if self.call.fingerprint() else {}),
+            **({"partials": self.partials} if self.partials else {}),
         }
 
 
@@ -56,29 +97,53 @@ def load_task(path: str | Path, **overrides: Any) -> Task:
     changes = {k: v for k, v in overrides.items() if v is not None}
     settings = prompt.settings.replace(**changes) if changes else prompt.settings
     examples_path = find_examples_path(prompt.path, settings.examples)
-    examples = load_examples(examples_path, prompt.variables, settings.split)
-    task_model = resolve_model(settings.model)
-    optimizer_model = resolve_model(settings.optimizer) if settings.optimizer else task_model
+    examples = load_examples(examples_path, prompt.variables, settings.split,
+                             input_schema=prompt.input_schema, defaults=prompt.input_defaults)
+    task_model = litellm_model(resolve_model(settings.model))
+    optimizer_model = (litellm_model(resolve_model(settings.optimizer)) if settings.optimizer
+                       else task_model)
     judge_model = (settings.judge or optimizer_model) if settings.metric == "judge" else None
     if not examples.dev:
         raise SourceError([Problem(examples.path, 1, 1,
                                    "the dev split is empty: add rows or pin some with split: dev")])
-    return Task(prompt, examples, settings, task_model, optimizer_model, judge_model)
+    call = call_spec(task_model, prompt.config, max_tokens=settings.max_tokens,
+                     max_tokens_override="max_tokens" in prompt.explicit or "max_tokens" in changes,
+                     output=prompt.output)
+    return Task(prompt, examples, settings, task_model, optimizer_model, judge_model, call)
 
 
 def task_fn(task: Task, llm: LLM) -> TaskFn:
-    """The task model as a function of the rendered prompt (greedy, like the paper's scorer)."""
+    """The task model as a function of a template and a row: the call the
+    application makes (Dotprompt's messages, the frontmatter's config)."""
+    send = task.sendable
 
-    async def ask(prompt: str) -> str:
-        # The file's final newline is a property of text files, not of the prompt;
-        # a base model reads a prompt ending "Answer:\n" very differently from one
-        # ending "Answer:" (it starts a new paragraph instead of answering).
-        messages = [{"role": "user", "content": prompt.rstrip()}]
-        done = await llm.complete(task.task_model, messages, temperature=0.0,
-                                  max_tokens=task.settings.max_tokens)
+    async def ask(template: str, example: Example) -> str:
+        messages = await request_messages(task, template, example)
+        done = await llm.complete(task.task_model, messages, **send.complete_args())
         return done.text
 
     return ask
+
+
+async def request_messages(task: Task, template: str, example: Example) -> list[dict[str, Any]]:
+    """The chat messages of the task call for one row (ConfigError if it cannot render)."""
+    rendered = await task.renderer.render(template, row_data(example))
+    return with_instruction(to_chat(rendered, task.examples.path.parent),
+                            task.sendable.instruction)
+
+
+def render_request(task: Task, template: str, row: RowData) -> dict[str, Any]:
+    """The task call for one row as plain JSON: model, messages, parameters and notes
+    (`gpo render`). Media files are read as the call reads them."""
+    rendered = task.renderer.render_sync(template, row)
+    send = task.sendable
+    messages = with_instruction(to_chat(rendered, task.examples.path.parent), send.instruction)
+    return {"model": task.task_model, "messages": messages, "params": send.params(),
+            "notes": list(send.notes)}
+
+
+def row_data(example: Example) -> RowData:
+    return RowData(input=example.render_values, messages=example.messages)
 
 
 def metric_for(task: Task, llm: LLM) -> Metric:

@@ -56,7 +56,9 @@ def analyze(source: str, path: Path, *, with_examples: bool = True) -> Analysis:
         return Analysis(prompt, tuple(exc.problems), None)
     problems: list[Problem] = []
     try:
-        examples = load_examples(examples_path, prompt.variables, prompt.settings.split)
+        examples = load_examples(examples_path, prompt.variables, prompt.settings.split,
+                                 input_schema=prompt.input_schema,
+                                 defaults=prompt.input_defaults)
         if not examples.dev:
             problems.append(Problem(examples_path, 1, 1, "the dev split is empty: add rows "
                                     "or pin some with split: dev"))

@@ -30,7 +30,8 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # A changed value for every keyword parameter of LLM.complete. A parameter added
 # to complete() without an entry here fails the test below: it must be in the key.
-CHANGED: dict[str, Any] = {"temperature": 0.7, "max_tokens": 99, "stop": ["\n\n"], "sample": 3}
+CHANGED: dict[str, Any] = {"temperature": 0.7, "max_tokens": 99, "stop": ["\n\n"], "sample": 3,
+                           "extra": {"top_p": 0.5}}
 
 
 async def test_every_sampling_parameter_and_the_sample_index_are_in_the_key(
@@ -46,6 +47,12 @@ async def test_every_sampling_parameter_and_the_sample_index_are_in_the_key(
             before = server.requests
             done = await llm.complete(MODEL, HI, **{name: value})
             assert not done.cached and server.requests == before + 1, name
+        # Every further parameter's value is in the key too (config's topP, a JSON request).
+        for extra in ({"top_p": 0.6}, {"response_format": {"type": "json_object"}}):
+            before = server.requests
+            assert not (await llm.complete(MODEL, HI, extra=extra)).cached
+            assert server.requests == before + 1 and server.bodies[-1]["top_p" if "top_p" in extra
+                                                                      else "response_format"]
         # Repeated samples are independent requests; asking again is free.
         texts = [await llm.complete(MODEL, HI, temperature=1.0, sample=i) for i in range(3)]
         sent = server.requests
@@ -151,3 +158,20 @@ async def test_unwritable_cache_degrades_to_no_caching_with_a_warning(
     messages = " ".join(str(w.message) for w in caught)
     assert "response cache disabled" in messages
     assert "trajectory store unavailable" in messages
+
+
+async def test_a_plain_request_keeps_the_key_it_had_before_extra_parameters(
+    tmp_path: Path,
+) -> None:
+    # Caches written before `extra` existed must stay valid: a request without
+    # extra parameters is keyed exactly as it was.
+    from gpo_engine.llm import cache_key
+
+    async with ModelServer() as server:
+        llm = LLM(cache_dir=tmp_path, api_base=server.api_base, api_key="test")
+        await llm.complete(MODEL, HI, max_tokens=7)
+        old = cache_key({"kind": "completion", "model": MODEL, "messages": HI,
+                         "temperature": 0.0, "max_tokens": 7, "stop": None, "sample": 0,
+                         "api_base": server.api_base})
+        assert llm._cache.get(old) is not None
+        llm.close()

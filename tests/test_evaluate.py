@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from gpo_engine.errors import ModelCallError, SpendLimitReached
-from gpo_engine.evaluate import EvalResult, Outcome, confidence_interval, evaluate
+from gpo_engine.evaluate import EvalResult, Outcome, TaskFn, confidence_interval, evaluate
 from gpo_engine.examples import Example
 from gpo_engine.metrics import get_metric
+from gpo_engine.rendering import PromptRenderer, RowData
+
+
+def rendered(ask: Callable[[str], Awaitable[str]]) -> TaskFn:
+    """A task function that sees the prompt as Dotprompt renders it for the row."""
+    renderer = PromptRenderer(None, ())
+
+    async def task(template: str, example: Example) -> str:
+        messages = await renderer.render(template, RowData(example.inputs))
+        return await ask("".join(m.text for m in messages).rstrip())
+
+    return task
 
 
 def _rows(n: int) -> list[Example]:
@@ -24,7 +37,7 @@ async def test_scores_rendered_prompts_with_the_metric() -> None:
         seen.append(prompt)
         return "yes" if prompt.endswith(("1", "3")) else "no"
 
-    res = await evaluate(task, "Answer: {{q}}", _rows(4), get_metric("exact"))
+    res = await evaluate(rendered(task), "Answer: {{q}}", _rows(4), get_metric("exact"))
     assert sorted(seen) == ["Answer: q0", "Answer: q1", "Answer: q2", "Answer: q3"]
     assert res.n == 4 and res.score == 100.0 and res.failures == 0
 
@@ -35,7 +48,7 @@ async def test_one_failed_call_is_a_zero_with_its_reason() -> None:
             raise ModelCallError("m", "timeout", "no answer in 5 s")
         return "yes" if prompt in ("q1", "q3") else "no"
 
-    res = await evaluate(task, "{{q}}", _rows(4), get_metric("exact"))
+    res = await evaluate(rendered(task), "{{q}}", _rows(4), get_metric("exact"))
     assert res.failures == 1
     assert res.score == 75.0
     failed = res.by_uid()["u0"]
@@ -47,7 +60,7 @@ async def test_most_calls_failing_is_systemic() -> None:
         raise ModelCallError("m", "server", "500")
 
     with pytest.raises(ModelCallError, match="4 of 4 calls failed"):
-        await evaluate(task, "{{q}}", _rows(4), get_metric("exact"))
+        await evaluate(rendered(task), "{{q}}", _rows(4), get_metric("exact"))
 
 
 async def test_auth_error_and_spend_limit_stop_at_once_and_cancel_siblings() -> None:
@@ -61,13 +74,13 @@ async def test_auth_error_and_spend_limit_stop_at_once_and_cancel_siblings() -> 
         return "no"
 
     with pytest.raises(SpendLimitReached):
-        await asyncio.wait_for(evaluate(task, "{{q}}", _rows(3), get_metric("exact")), 5)
+        await asyncio.wait_for(evaluate(rendered(task), "{{q}}", _rows(3), get_metric("exact")), 5)
 
     async def denied(prompt: str) -> str:
         raise ModelCallError("m", "auth", "bad key")
 
     with pytest.raises(ModelCallError, match="auth"):
-        await evaluate(denied, "{{q}}", _rows(3), get_metric("exact"))
+        await evaluate(rendered(denied), "{{q}}", _rows(3), get_metric("exact"))
 
 
 def test_wilson_interval_for_accuracy() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from gpo_engine.promptfile import (
     Settings,
     load_prompt,
     parse_prompt,
-    render,
     template_error,
     template_variables,
     with_body,
@@ -246,6 +244,7 @@ def test_nested_gpo_block_is_an_error() -> None:
             "gpo.retrieval: random",
             "unknown retrieval 'random'; choose one of relevance, recency, importance",
         ),
+        ("gpo.target: model", "unknown target 'model'; choose one of system, user, all"),
         (
             "gpo.split: [0.5, 0.5]",
             "gpo.split must be three positive numbers (train, dev, test) summing to 1, "
@@ -317,6 +316,19 @@ def test_fields_enter_the_fingerprint_only_when_set() -> None:
     chosen = base.replace(fields=["name"]).fingerprint()
     assert chosen["fields"] == ["name"] and json.loads(json.dumps(chosen)) == chosen
     assert chosen != base.replace(fields=["age"]).fingerprint()
+
+
+def test_target_setting_enters_the_fingerprint_only_when_not_the_default() -> None:
+    assert Settings().target == "system"
+    assert parse_prompt(doc("gpo.target: user"), P).settings.target == "user"
+    base = Settings(model="m")
+    # Trajectories saved before gpo.target existed keep their keys.
+    assert "target" not in base.fingerprint()
+    assert base.replace(target="system").fingerprint() == base.fingerprint()
+    assert base.replace(target="all").fingerprint()["target"] == "all"
+    assert base.replace(target="user").fingerprint() != base.replace(target="all").fingerprint()
+    with pytest.raises(ConfigError, match="unknown target 'x'; choose one of system, user, all"):
+        base.replace(target="x")
 
 
 def test_check_settings_are_read_and_left_out_of_the_fingerprint() -> None:
@@ -403,7 +415,7 @@ def test_all_problems_are_collected_in_line_order() -> None:
         ("a\n\n  {{x", 3, 3, "template error: unclosed tag"),
         ("x {{foo bar}}\nline2", 1, 3, 'template error: Missing helper: "foo"'),
         ("a {{ }}", 1, 3, "template error: empty tag"),
-        ("see {{> part}}", 1, 5, "template error: The partial part could not be found"),
+        ("see {{> part}}", 1, 5, "partial 'part' not found: looked for _part.prompt"),
         ("{{#each xs}}{{#if y}}{{/each}}", 1, 22, "template error: unexpected closing tag each"),
     ],
 )
@@ -526,49 +538,13 @@ def test_template_variables_of_a_broken_template_is_best_effort() -> None:
     assert template_variables("Hello {{name}} {{#if x}} {{ other }}") == ("name", "other")
 
 
-# --- render ------------------------------------------------------------------------------
-
-
-def test_render_does_not_escape_html() -> None:
-    assert render("Q: {{q}} / {{{q}}}", {"q": "<a & 'b'>"}) == "Q: <a & 'b'> / <a & 'b'>"
-
-
-def test_render_values_and_missing() -> None:
-    assert render("{{a}}|{{b}}|{{c}}", {"a": 3, "b": True}) == "3|true|"
-    assert render("{{#each xs}}[{{this}}]{{/each}}", {"xs": ["a", "b"]}) == "[a][b]"
-    assert render("{{#if x}}yes{{else}}no{{/if}}", {"x": ""}) == "no"
-
-
-def test_render_roles_give_dotprompt_markers() -> None:
-    out = render('{{role "system"}}S{{role "user"}}{{q}}', {"q": "U"})
-    assert out == "<<<dotprompt:role:system>>>S<<<dotprompt:role:user>>>U"
-
-
-def test_render_log_helper_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert render("a{{log x}}b", {"x": 1}) == "ab"
-    assert capsys.readouterr().out == ""
-
-
-def test_render_error_is_config_error() -> None:
-    with pytest.raises(ConfigError, match="template error: unclosed block"):
-        render("{{#if x}}", {})
-    with pytest.raises(ConfigError, match='Missing helper: "zap"'):
-        render("{{zap 1}}", {})
+# --- template_error ------------------------------------------------------------------
 
 
 def test_template_error_screens_candidates() -> None:
     assert template_error("Fine {{x}} {{#if y}}a{{else}}b{{/if}}") is None
     assert template_error("Broken {{#if y}}") == "unclosed block"
     assert template_error('{{#if y}}{{bogus "a"}}{{/if}}') == 'Missing helper: "bogus"'
-
-
-def test_render_is_fast_with_cache() -> None:
-    template = "Classify the review {{review}} as positive or negative. " * 20
-    render(template, {"review": "warm-up"})
-    start = time.perf_counter()
-    for index in range(2000):
-        render(template, {"review": f"review {index}"})
-    assert time.perf_counter() - start < 2.0
 
 
 # --- with_body ---------------------------------------------------------------------------
@@ -697,11 +673,13 @@ def test_settings_field_set_matches_contract() -> None:
         "judge",
         "fields",
         "examples",
+        "partials",
         "steps",
         "candidates",
         "k",
         "retrieval",
         "embedding",
+        "target",
         "budget",
         "temperature",
         "max_tokens",

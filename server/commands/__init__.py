@@ -13,6 +13,7 @@ from types import ModuleType
 # Command name -> module under gpo_server.commands, in the order `gpo --help` lists them.
 MODULES = {
     "eval": "evaluate",
+    "render": "render",
     "optimize": "optimize",
     "check": "check",
     "report": "report",
