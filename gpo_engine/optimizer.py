@@ -11,6 +11,7 @@ from the response cache on a rerun, so nothing finished is paid for twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -32,7 +33,9 @@ from gpo_engine.events import (
 )
 from gpo_engine.examples import Example
 from gpo_engine.llm import LLM, Usage, is_base_model
+from gpo_engine.promptfile import template_error, template_variables
 from gpo_engine.schedule import budget_at, budget_curve
+from gpo_engine.target import Target, structure, structure_change, target_of
 from gpo_engine.task import Task, score
 from gpo_engine.trajectory import (
     CandidateRecord,
@@ -199,7 +202,9 @@ async def _step(
     chosen_direction = direction.retrieve(history[:-1], here, settings.k, settings.retrieval,
                                           similarity)
 
-    # 3. Generation-based update under the word budget.
+    # 3. Generation-based update under the word budget, of the target text only
+    # (gpo.target): the optimizer never sees role markers or partials to mangle.
+    target = target_of(current, settings.target)
     base = is_base_model(task.optimizer_model)
 
     async def ask_optimizer(messages: list[dict[str, str]], sample: int) -> str:
@@ -207,13 +212,15 @@ async def _step(
         stop = ["<END>", "\n"] if base else ["<END>"]
         done = await llm.complete(task.optimizer_model, messages,
                                   temperature=settings.temperature,
-                                  max_tokens=_optimizer_tokens(current), stop=stop,
+                                  max_tokens=_optimizer_tokens(target.text), stop=stop,
                                   sample=step * SAMPLES_PER_STEP + sample)
         return done.text
 
     generation = await update.generate(
-        ask_optimizer, current=current, direction=chosen_direction, exemplars=exemplars,
-        budget=budget, n=settings.candidates, variables=task.prompt.variables, base_model=base,
+        ask_optimizer, current=target.text,
+        direction=_as_targets(chosen_direction, current, settings.target), exemplars=exemplars,
+        budget=budget, n=settings.candidates, variables=_target_variables(task, target),
+        base_model=base,
         train_texts=[text for e in train for text in (*e.inputs.values(), e.expected)])
     failed = [r for r in generation.rejected if r.reason == "model_error"]
     if failed and not generation.candidates and len(failed) == len(generation.rejected):
@@ -221,6 +228,7 @@ async def _step(
         # before the step is saved, so a retry redoes it instead of skipping it.
         raise ModelCallError(task.optimizer_model, "systemic",
                              f"all {len(failed)} optimizer calls failed; first: {failed[0].detail}")
+    generation = _in_place(generation, target, current)
 
     # 4. Score candidates on dev, racing on a slice first when asked to.
     texts = [c.text for c in generation.candidates]
@@ -246,6 +254,58 @@ async def _step(
     best = max(full, key=lambda r: (r.dev or 0.0, -r.distance))
     return StepRecord(step, budget, current, on_train.score, tuple(records), best.text,
                       best.dev or 0.0)
+
+
+def _as_targets(prompts: Sequence[direction.ScoredPrompt], current: str,
+                which: str) -> list[direction.ScoredPrompt]:
+    """The retrieved prompts as the optimizer sees them: each one's own target text.
+
+    Earlier prompts share the current one's structure (candidates that do not
+    are rejected); one that does not (the file was restructured by hand, say)
+    is shown whole rather than cut at the wrong place.
+    """
+    chosen = target_of(current, which).which
+    shape = structure(current)
+    shown = []
+    for prompt in prompts:
+        own = target_of(prompt.text, which)
+        same = own.which == chosen and structure(prompt.text) == shape
+        shown.append(dataclasses.replace(prompt, text=own.text) if same else prompt)
+    return shown
+
+
+def _target_variables(task: Task, target: Target) -> tuple[str, ...]:
+    # The whole body keeps the file's variables, as before targets existed; a
+    # message must keep the ones it uses, and the rest are outside its reach.
+    if target.which == "all":
+        return task.prompt.variables
+    return template_variables(target.text)
+
+
+def _in_place(generation: update.Generation, target: Target,
+              current: str) -> update.Generation:
+    """The candidates as whole template bodies.
+
+    One whose structural tags (role markers, partials, block helpers...) differ
+    from the current body's, or whose body no longer renders, is rejected as
+    "lost_structure", counted like the other rejected candidates. Distances are
+    between whole bodies, as the budget and the suggestion measure them.
+    """
+    shape = structure(current)
+    kept: list[update.Candidate] = []
+    lost: list[update.Rejected] = []
+    for candidate in generation.candidates:
+        body = target.whole(candidate.text)
+        problem = structure_change(shape, structure(body))
+        if not problem and target.which != "all":  # a whole body was screened already
+            broken = template_error(body)
+            problem = f"breaks the template: {broken}" if broken else ""
+        if problem:
+            lost.append(update.Rejected(body, "lost_structure", problem))
+        else:
+            kept.append(dataclasses.replace(
+                candidate, text=body, distance=update.word_distance(current, body)))
+    return update.Generation(tuple(kept), generation.rejected + tuple(lost))
 
 
 async def _score_candidates(

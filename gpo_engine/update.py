@@ -62,7 +62,7 @@ class Candidate:
 class Rejected:
     text: str
     # "unparseable" | "empty" | "over_budget" | "lost_variable" | "duplicate" | "model_error"
-    # | "broken_template" | "leak"
+    # | "broken_template" | "leak"; the optimizer adds "lost_structure" (optimizer._in_place)
     reason: str
     detail: str
 

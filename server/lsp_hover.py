@@ -50,7 +50,8 @@ def format_spend(cost: float, unknown_price: bool) -> str:
 _REASONS = {"leak": "copied training text (leak)", "over_budget": "over the word budget",
             "lost_variable": "lost or invented a variable", "duplicate": "duplicate",
             "unparseable": "unparseable", "empty": "empty", "model_error": "model error",
-            "broken_template": "broken template"}
+            "broken_template": "broken template",
+            "lost_structure": "lost a role marker, partial or helper"}
 
 
 def format_guard(guard: Guard) -> str:

@@ -296,3 +296,92 @@ async def test_racing_spends_half_the_calls_and_keeps_the_clear_winner(tmp_path:
     assert step.chosen.startswith("Name the capital city") and step.chosen_dev == 100.0
     assert sum(c.dev_n for c in raced) == race_calls(8, 24, 6) == 8 * 6 + 4 * 6 + 2 * 12
     assert result.best_dev.score == 100.0
+
+
+CHAT_BODY = '{{role "system"}}You are terse.\n{{role "user"}}Country: {{country}}\nAnswer:\n'
+CHAT_USER = '\n{{role "user"}}Country: {{country}}\nAnswer:\n'
+
+
+class _ChatModels(ScriptedModels):
+    """ScriptedModels that read every message of a multi-message prompt, and keep the
+    meta-prompts they were sent."""
+
+    def __init__(self, proposals: list[str]) -> None:
+        super().__init__(proposals)
+        self.meta_prompts: list[str] = []
+
+    def answer(self, messages: list[dict[str, Any]]) -> str:
+        if is_meta_prompt(messages):
+            self.meta_prompts.append("\n".join(str(m.get("content", "")) for m in messages))
+            return super().answer(messages)
+        joined = "\n".join(str(m.get("content", "")) for m in messages)
+        return super().answer([{"role": "user", "content": joined}])
+
+
+async def test_a_multi_message_prompt_rewrites_only_its_system_text(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", body=CHAT_BODY)
+    # A candidate that writes a role marker into the system text would move the
+    # user message's boundary: rejected as lost_structure.
+    models = _ChatModels([GOOD, '<START>Name the capital.\n{{role "user"}}Tell me.<END>',
+                          "<START>Say the capital of the country, nothing else.<END>"])
+    async with ModelServer(answer=models.answer) as server:
+        result = await _run(prompt, server, tmp_path / "c")
+    assert result.best == '{{role "system"}}Name the capital city of the country.' + CHAT_USER
+    assert result.best_dev.score == 100.0
+    assert result.rejected.get("lost_structure", 0) >= 1, result.rejected
+    # The optimizer saw the system text only, never a role marker.
+    assert models.meta_prompts and all("{{role" not in m for m in models.meta_prompts)
+    assert "The current prompt is:\nYou are terse.\n" in models.meta_prompts[0]
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None
+    records = [c for s in saved.steps for c in s.candidates]
+    scored = [c for c in records if c.status in ("scored", "raced_out")]
+    assert scored and all(c.text.startswith('{{role "system"}}') and c.text.endswith(CHAT_USER)
+                          for c in scored)
+    lost = [c for c in records if c.status == "lost_structure"]
+    assert lost and all(c.detail == 'adds {{role "user"}}' for c in lost)
+    # Distances are between whole bodies: "You are terse." -> "Name the ... country.".
+    first = next(c for c in scored if c.text.startswith('{{role "system"}}Name the capital city'))
+    assert first.distance == 7
+
+
+async def test_target_all_rejects_a_candidate_that_drops_a_role_marker(tmp_path: Path) -> None:
+    prompt = write_capitals(tmp_path / "p", body=CHAT_BODY, extra="gpo.target: all\n")
+    dropped = '<START>{{role "system"}}Name the capital city.\nCountry: {{country}}\nAnswer:<END>'
+    kept = ('<START>{{role "system"}}Name the capital city of the country.\n'
+            '{{role "user"}}Country: {{country}}\nAnswer:<END>')
+    models = _ChatModels([dropped, kept, dropped])
+    async with ModelServer(answer=models.answer) as server:
+        result = await _run(prompt, server, tmp_path / "c")
+    assert result.best.startswith('{{role "system"}}Name the capital city of the country.\n'
+                                  '{{role "user"}}Country: {{country}}')
+    assert result.rejected.get("lost_structure", 0) >= 2, result.rejected
+    # The whole body is the target: the optimizer is shown the role markers.
+    assert any("{{role" in m for m in models.meta_prompts)
+    store = open_store(tmp_path / "c")
+    saved = store.latest_for(str(prompt.resolve()))
+    store.close()
+    assert saved is not None
+    records = [c for s in saved.steps for c in s.candidates]
+    assert len(records) == 2 * 3
+    lost = [c for c in records if c.status == "lost_structure"]
+    assert lost and all(c.detail == 'drops {{role "user"}}' for c in lost)
+
+
+def test_a_candidate_that_drops_a_partial_is_rejected_as_lost_structure() -> None:
+    # Only the structure check runs here, so no partial file is needed to render.
+    from gpo_engine import update
+    from gpo_engine.optimizer import _in_place
+    from gpo_engine.target import target_of
+
+    body = '{{role "system"}}You are terse.\n{{role "user"}}{{> _header}}Q: {{question}}\n'
+    whole = target_of(body, "all")
+    generation = update.Generation(
+        (update.Candidate('{{role "system"}}Be brief.\n{{role "user"}}Q: {{question}}\n', 3,
+                          False),), ())
+    out = _in_place(generation, whole, body)
+    assert out.candidates == ()
+    assert [(r.reason, r.detail) for r in out.rejected] == [
+        ("lost_structure", "drops {{> _header}}")]
