@@ -298,8 +298,15 @@ async def test_racing_spends_half_the_calls_and_keeps_the_clear_winner(tmp_path:
     assert result.best_dev.score == 100.0
 
 
-CHAT_BODY = '{{role "system"}}You are terse.\n{{role "user"}}Country: {{country}}\nAnswer:\n'
-CHAT_USER = '\n{{role "user"}}Country: {{country}}\nAnswer:\n'
+CHAT_USER = '\n{{role "user"}}{{> header}}Country: {{country}}\nAnswer:\n'
+CHAT_BODY = '{{role "system"}}You are terse.' + CHAT_USER
+
+
+def _write_chat(folder: Path, extra: str = "") -> Path:
+    """The capitals task as a system and a user message, the user one opening with a partial."""
+    prompt = write_capitals(folder, body=CHAT_BODY, extra=extra)
+    (folder / "_header.prompt").write_text("Answer the question below.\n", encoding="utf-8")
+    return prompt
 
 
 class _ChatModels(ScriptedModels):
@@ -319,7 +326,7 @@ class _ChatModels(ScriptedModels):
 
 
 async def test_a_multi_message_prompt_rewrites_only_its_system_text(tmp_path: Path) -> None:
-    prompt = write_capitals(tmp_path / "p", body=CHAT_BODY)
+    prompt = _write_chat(tmp_path / "p")
     # A candidate that writes a role marker into the system text would move the
     # user message's boundary: rejected as lost_structure.
     models = _ChatModels([GOOD, '<START>Name the capital.\n{{role "user"}}Tell me.<END>',
@@ -347,17 +354,17 @@ async def test_a_multi_message_prompt_rewrites_only_its_system_text(tmp_path: Pa
     assert first.distance == 7
 
 
-async def test_target_all_rejects_a_candidate_that_drops_a_role_marker(tmp_path: Path) -> None:
-    prompt = write_capitals(tmp_path / "p", body=CHAT_BODY, extra="gpo.target: all\n")
-    dropped = '<START>{{role "system"}}Name the capital city.\nCountry: {{country}}\nAnswer:<END>'
-    kept = ('<START>{{role "system"}}Name the capital city of the country.\n'
-            '{{role "user"}}Country: {{country}}\nAnswer:<END>')
-    models = _ChatModels([dropped, kept, dropped])
+async def test_target_all_rejects_candidates_that_drop_a_role_marker_or_partial(
+        tmp_path: Path) -> None:
+    prompt = _write_chat(tmp_path / "p", extra="gpo.target: all\n")
+    kept = '{{role "system"}}Name the capital city of the country.' + CHAT_USER
+    no_partial = kept.replace("{{> header}}", "")
+    no_role = kept.replace('{{role "user"}}', "")
+    models = _ChatModels([f"<START>{no_partial}<END>", f"<START>{kept}<END>",
+                          f"<START>{no_role}<END>"])
     async with ModelServer(answer=models.answer) as server:
         result = await _run(prompt, server, tmp_path / "c")
-    assert result.best.startswith('{{role "system"}}Name the capital city of the country.\n'
-                                  '{{role "user"}}Country: {{country}}')
-    assert result.rejected.get("lost_structure", 0) >= 2, result.rejected
+    assert result.best == kept.rstrip() and result.best_dev.score == 100.0
     # The whole body is the target: the optimizer is shown the role markers.
     assert any("{{role" in m for m in models.meta_prompts)
     store = open_store(tmp_path / "c")
@@ -367,11 +374,16 @@ async def test_target_all_rejects_a_candidate_that_drops_a_role_marker(tmp_path:
     records = [c for s in saved.steps for c in s.candidates]
     assert len(records) == 2 * 3
     lost = [c for c in records if c.status == "lost_structure"]
-    assert lost and all(c.detail == 'drops {{role "user"}}' for c in lost)
+    # Both steps drop both, counted with the other rejected candidates.
+    assert sorted(c.detail for c in lost) == ["drops {{> header}}", "drops {{> header}}",
+                                              'drops {{role "user"}}', 'drops {{role "user"}}']
+    assert result.rejected["lost_structure"] == 4
+    assert sum(result.rejected.values()) == len(records) - sum(
+        c.status in ("scored", "raced_out") for c in records)
 
 
 def test_a_candidate_that_drops_a_partial_is_rejected_as_lost_structure() -> None:
-    # Only the structure check runs here, so no partial file is needed to render.
+    # The structure check alone: no prompt file, no partial file.
     from gpo_engine import update
     from gpo_engine.optimizer import _in_place
     from gpo_engine.target import target_of
