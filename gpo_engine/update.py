@@ -595,11 +595,12 @@ def _screen(
     text = _SCORE_NOTE.sub("", parsed.text).strip() if prefilled else parsed.text
     if not text:
         return None, Rejected(_short(answer), "empty", "only a score note")
-    if variables and not _tag_names(text):
+    if template_tags(current) and not template_tags(text):
         # An answer without any template tag is an instruction, as in the paper,
         # where prompts are instructions placed before the question. Small
         # models answer this way almost always, so it replaces the current
-        # prompt's instruction and the lines that carry the inputs are kept.
+        # prompt's instruction and the lines that carry the inputs (or a
+        # partial, in a system message) are kept.
         text = with_instruction(text, current)
     broken = template_error(text)
     if broken is not None:
