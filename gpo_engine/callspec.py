@@ -26,7 +26,7 @@ LITELLM_PROVIDERS = (
     "bedrock", "groq", "mistral", "cohere", "together_ai", "openrouter", "deepseek",
     "fireworks_ai", "xai", "perplexity", "huggingface", "hosted_vllm", "lm_studio",
     "text-completion-openai", "litellm_proxy", "cerebras", "sambanova", "databricks",
-    "watsonx", "nvidia_nim", "replicate", "deepinfra", "anyscale", "cloudflare", "ai21",
+    "watsonx", "nvidia_nim", "replicate", "deepinfra", "cloudflare", "ai21",
     "llamafile", "dashscope", "moonshot", "voyage", "github", "custom_openai",
 )
 LOCAL_PROVIDER = "local"  # the embedded model

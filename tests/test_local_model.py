@@ -230,3 +230,47 @@ async def test_embedded_answers_are_shared_whatever_the_api_base(tmp_path: Path)
     await proxied.complete(GEMMA, messages, max_tokens=3)
     proxied.close()
     assert proxied.usage.cache_hits == 1 and proxied.usage.calls == 0
+
+
+# -- conversations with roles ------------------------------------------------------
+
+
+def test_a_plain_prompt_or_a_prefill_is_not_a_conversation() -> None:
+    assert not local_model.is_conversation([{"role": "user", "content": "Q: x\nA:"}])
+    assert not local_model.is_conversation([{"role": "user", "content": "q"},
+                                            {"role": "assistant", "content": "<START>"}])
+    assert local_model.is_conversation([{"role": "system", "content": "s"},
+                                        {"role": "user", "content": "u"}])
+    assert local_model.is_conversation([{"role": "user", "content": "a"},
+                                        {"role": "assistant", "content": "b"},
+                                        {"role": "user", "content": "c"}])
+
+
+def test_chat_document_is_gemmas_turn_format_with_the_system_folded_in() -> None:
+    document = local_model.chat_document([
+        {"role": "system", "content": "\nBe terse.\n"},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": [{"type": "text", "text": "Bye"}]},
+    ])
+    assert document == ("<start_of_turn>user\nBe terse.\n\n\nHi<end_of_turn>\n"
+                        "<start_of_turn>model\nHello.<end_of_turn>\n"
+                        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
+    # A final model message is a prefill the completion continues.
+    assert local_model.chat_document([{"role": "user", "content": "Q"},
+                                      {"role": "user", "content": "R"},
+                                      {"role": "assistant", "content": "{"}]).endswith(
+        "<start_of_turn>model\n{")
+
+
+@needs_llama
+@pytest.mark.local_model
+async def test_real_conversation_is_answered_in_one_model_turn(tmp_path: Path) -> None:
+    llm = LLM(cache_dir=tmp_path, timeout=120)
+    messages = [{"role": "system", "content": "Answer with one word."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    done = await llm.complete(GEMMA, messages, max_tokens=16)
+    # The turn markers are control tokens, not text: a prompt of a few dozen
+    # tokens, and the answer stops at the end of the model's turn.
+    assert done.prompt_tokens < 40
+    assert "<start_of_turn>" not in done.text and "<end_of_turn>" not in done.text
