@@ -245,6 +245,6 @@ def with_instruction(chat: list[dict[str, Any]], instruction: str | None) -> lis
             if isinstance(content, list):
                 message["content"] = [*content, {"type": "text", "text": instruction}]
             else:
-                message["content"] = f"{content or ''}\n\n{instruction}".lstrip()
+                message["content"] = f"{content}\n\n{instruction}" if content else instruction
             return out
     return [*out, {"role": "user", "content": instruction}]
