@@ -23,7 +23,7 @@ from tests.scripted_models import is_meta_prompt
 
 POLICY = "Urgent means the customer cannot work at all."
 SYSTEM = "You sort support tickets."
-PROPOSAL = "<START>You sort support tickets and flag the ones that stop work.<END>"
+PROPOSAL = "<START>You sort support tickets and flag the ones that stop work. {{> policy}}<END>"
 
 PROMPT = f"""---
 model: openai/ticket-model
@@ -109,7 +109,7 @@ def assert_sent_as_the_application_would(body: dict[str, Any]) -> None:
     # included), the partial's text in it; an optimized system text keeps it too.
     assert messages[0]["content"] == f"\n{SYSTEM} {POLICY}" or (
         messages[0]["content"].endswith(POLICY))
-    assert _text(messages[1]).startswith("Ticket: ")
+    assert _text(messages[1]).startswith("\nTicket: ")  # as Dotprompt renders it
     assert body["temperature"] == 0.2 and body["max_tokens"] == 64
     assert body["stop"] == ["###"]
     asks_json = "response_format" in body or "Output should be in JSON format" in _text(
@@ -130,7 +130,7 @@ async def test_eval_sends_roles_partial_config_and_json_request(
     assert len(bodies) == 8  # 4 dev + 4 test rows
     for body in bodies:
         assert_sent_as_the_application_would(body)
-    tickets = {_text(b["messages"][1]).split("\n")[0] for b in bodies}
+    tickets = {_text(b["messages"][1]).split("\n")[1] for b in bodies}
     assert "Ticket: I cannot log in and the whole team is blocked" in tickets
     out = json.loads(capsys.readouterr().out)
     # The json metric: category always right, urgency right on the non-urgent rows only.
@@ -172,7 +172,7 @@ async def test_render_json_shows_what_the_task_call_sends(
     assert out["model"] == "openai/ticket-model"
     assert [m["role"] for m in out["messages"]] == ["system", "user"]
     assert out["messages"][0]["content"] == f"\n{SYSTEM} {POLICY}"  # as Dotprompt renders it
-    assert _text(out["messages"][1]).startswith(f"Ticket: {TICKETS[1][0]}")
+    assert _text(out["messages"][1]).startswith(f"\nTicket: {TICKETS[1][0]}")
     assert out["params"]["temperature"] == 0.2 and out["params"]["max_tokens"] == 64
     assert out["params"]["stop"] == ["###"]
     assert await _gpo("render", str(prompt), "--json", "--input",
@@ -181,7 +181,7 @@ async def test_render_json_shows_what_the_task_call_sends(
     # History goes where Dotprompt puts it without {{history}}: before the last user message.
     assert [m["role"] for m in given["messages"]] == ["system", "user", "user"]
     assert given["messages"][1]["content"] == "hi"
-    assert _text(given["messages"][2]).startswith("Ticket: hello")
+    assert _text(given["messages"][2]).startswith("\nTicket: hello")
 
 
 def test_render_refuses_a_row_out_of_range_and_bad_input(
