@@ -759,6 +759,26 @@ _FINAL_BREAK = re.compile(r"(\r\n|\r|\n)\Z")
 _BOM = "\ufeff"
 
 
+def _yaml_reason(text: str, line: int, column: int) -> tuple[int, int, str]:
+    """PyYAML's own reason and place for frontmatter Dotprompt calls just "invalid YAML".
+
+    Dotprompt keeps parser messages out of its errors because they can quote
+    the source; the person reading this one wrote that source, and "mapping
+    values are not allowed here" says what to fix. Lines count in the whole file.
+    """
+    identified = identify_frontmatter(text)
+    try:
+        yaml.safe_load(identified.frontmatter)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        if error.problem and mark is not None:
+            return (identified.content_line + mark.line, mark.column + 1,
+                    f"invalid YAML: {error.problem}")
+    except yaml.YAMLError:
+        pass
+    return line, column, "invalid YAML"
+
+
 def parse_prompt(source: str, path: Path) -> PromptFile:
     """Parse a `.prompt` file's text; SourceError lists every problem found."""
     path = Path(path)
@@ -769,9 +789,10 @@ def parse_prompt(source: str, path: Path) -> PromptFile:
     try:
         parsed: Any = parse_document(text, source_name=str(path))
     except FrontmatterError as error:
-        raise SourceError(
-            [Problem(path, error.line, error.column, f"frontmatter: {error.reason}")]
-        ) from None
+        line, column, reason = error.line, error.column, error.reason
+        if reason == "invalid YAML":  # Dotprompt withholds PyYAML's words; the editor wants them
+            line, column, reason = _yaml_reason(text, line, column)
+        raise SourceError([Problem(path, line, column, f"frontmatter: {reason}")]) from None
     identified = identify_frontmatter(text)
     body = identified.body if identified.declared else text
     frontmatter = source[: len(source) - len(body)]

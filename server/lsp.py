@@ -45,7 +45,7 @@ from gpo_server.lsp_actions import (
 from gpo_server.lsp_diagnostics import diagnostics_by_file, suggestion_diagnostic
 from gpo_server.lsp_documents import Analysis, analyze, read_lossy
 from gpo_server.lsp_edits import suggested_document
-from gpo_server.lsp_hover import hover_markdown
+from gpo_server.lsp_hover import hover_markdown, messages_line
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
 from gpo_server.prompt_state import PromptState, ScoredPrompt, Summary, normalize, parse_state
 from gpo_server.runtime import DaemonError
@@ -423,7 +423,7 @@ class GpoServer(LanguageServer):
             analysis = doc.analysis
             if analysis is None or not uses(analysis) or doc.path is None:
                 continue
-            if analysis.prompt is not None and not analysis.problems:
+            if analysis.prompt is not None and not analysis.errors:
                 self.spawn(self.rescore(doc, analysis.prompt.body))
             else:
                 self.spawn(self.refresh(doc.path))
@@ -622,7 +622,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         if doc.path is None:
             return
         analysis = doc.analysis
-        if ls.settings.auto_optimize_on_save and analysis is not None and not analysis.problems:
+        if ls.settings.auto_optimize_on_save and analysis is not None and not analysis.errors:
             ls.spawn(optimize_quietly(ls, doc))
         else:
             ls.spawn(ls.refresh(doc.path))
@@ -659,7 +659,9 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = ls.prompt_of(doc) if doc is not None else None
         if doc is None or prompt is None:
             return None  # the diagnostics say what to fix first
-        markdown = hover_markdown(ls.state_for(doc, prompt.body), prompt.body)
+        sample = doc.analysis.sample if doc.analysis is not None else None
+        markdown = hover_markdown(ls.state_for(doc, prompt.body), prompt.body,
+                                  messages=messages_line(prompt, sample))
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                                         value=markdown))
 

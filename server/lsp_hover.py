@@ -7,12 +7,18 @@ it, and Neovim 0.7 shows it readable in a float as it is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gpo_server.lsp_actions import apply_title, format_gain
 from gpo_server.prompt_state import Guard, PromptState, Summary, same_prompt
 
+if TYPE_CHECKING:
+    from gpo_engine.examples import Example
+    from gpo_engine.promptfile import PromptFile
+
 _BARS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24  # newest scores kept in the sparkline
+ROLES_SHOWN = 8  # roles listed in the messages line; a long history is cut short
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
@@ -71,14 +77,42 @@ def format_guard(guard: Guard) -> str:
     return "not significantly worse on held-out test rows" + detail
 
 
-def hover_markdown(state: PromptState | None, body: str) -> str:
-    """Scores of `body`, the trajectory's best, step, budget, spend and score history."""
+def format_messages(roles: Sequence[str]) -> str:
+    """'messages: 2 (system, user)': how many messages, and their roles in order."""
+    shown = ", ".join(roles[:ROLES_SHOWN]) + (", …" if len(roles) > ROLES_SHOWN else "")
+    return f"messages: {len(roles)}" + (f" ({shown})" if roles else "")
+
+
+def messages_line(prompt: PromptFile, sample: Example | None) -> str | None:
+    """What Dotprompt makes of the body: rendered with `sample` (the example set's first
+    row, its history included), else with each variable set to a placeholder.
+
+    None when it does not render: the diagnostics already say why. A local
+    Handlebars render takes about a millisecond, so the hover does it inline.
+    """
+    from gpo_engine.errors import GpoError  # the renderer loads dotpromptz: on first hover
+    from gpo_engine.rendering import RowData
+
+    if sample is not None:
+        row = RowData(input=sample.render_values, messages=sample.messages)
+    else:
+        row = RowData({name: f"<{name}>" for name in prompt.variables})
+    try:
+        messages = prompt.renderer().render_sync(prompt.body, row)
+    except (GpoError, OSError, ValueError):
+        return None
+    return format_messages([message.role for message in messages])
+
+
+def hover_markdown(state: PromptState | None, body: str, messages: str | None = None) -> str:
+    """Scores of `body`, the trajectory's best, step, budget, spend and score history,
+    and `messages` (see messages_line) when given."""
+    shape = [f"- {messages}"] if messages else []
     if state is None:
-        return (
-            "**GPO**: not yet scored.\n\n"
+        return "\n\n".join([
+            "**GPO**: not yet scored.",
             "Run the code action *Re-score* to score this prompt, "
-            "or *Optimize this prompt* to start GPO."
-        )
+            "or *Optimize this prompt* to start GPO.", *shape])
     lines = [f"**GPO** · step {state.steps_done}/{state.total_steps} · budget {state.budget} words"]
     current = state.lookup(body)
     if current is None:
@@ -132,4 +166,4 @@ def hover_markdown(state: PromptState | None, body: str) -> str:
         f"- tokens: {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion · "
         f"{format_spend(usage.cost, usage.unknown_price)}"
     )
-    return "\n".join(lines)
+    return "\n".join([*lines, *shape])

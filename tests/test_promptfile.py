@@ -175,7 +175,31 @@ def test_broken_yaml_reports_line_and_column() -> None:
 def test_yaml_error_column_points_inside_line() -> None:
     [(line, column, message)] = problems_of("---\nmodel: [\n---\nx")
     assert (line, column) == (2, 9)
-    assert message == "frontmatter: invalid YAML"
+    assert message == (
+        "frontmatter: invalid YAML: expected the node content, but found '<stream end>'")
+
+
+@pytest.mark.parametrize(
+    ("frontmatter", "where", "reason"),
+    [
+        # The parser's own words and mark, in whole-file lines (the '---' is line 1).
+        ("model: x\nconfig: a: b\n", (3, 10), "mapping values are not allowed here"),
+        ("model: x\ninput:\n\t- a\n", (4, 1),
+         "found character '\\t' that cannot start any token"),
+        ("a: 'open\n", (2, 9), "found unexpected end of stream"),  # end of the line
+    ],
+)
+def test_broken_yaml_gives_the_parsers_reason_at_its_mark(
+    frontmatter: str, where: tuple[int, int], reason: str
+) -> None:
+    assert problems_of("---\n" + frontmatter + "---\nHi {{x}}\n") == [
+        (*where, f"frontmatter: invalid YAML: {reason}")]
+
+
+def test_broken_yaml_after_comments_and_a_bom_counts_whole_file_lines() -> None:
+    source = "\ufeff# header comment\n---\nmodel: x\ngpo.steps: 3: 4\n---\nHi\n"
+    assert problems_of(source) == [
+        (4, 13, "frontmatter: invalid YAML: mapping values are not allowed here")]
 
 
 def test_missing_closing_delimiter() -> None:
