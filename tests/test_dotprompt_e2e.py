@@ -192,3 +192,19 @@ def test_render_refuses_a_row_out_of_range_and_bad_input(
     assert "has rows 1 to 12" in capsys.readouterr().err
     assert main(["render", str(prompt), "--input", "{nope"]) == 1
     assert "--input is not valid JSON" in capsys.readouterr().err
+
+
+async def test_a_config_key_the_provider_does_not_take_is_a_warning_and_not_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt = write_tickets(tmp_path)
+    text = prompt.read_text(encoding="utf-8")
+    prompt.write_text(text.replace("  temperature: 0.2\n", "  temperature: 0.2\n  topK: 40\n"),
+                      encoding="utf-8")
+    async with ModelServer(answer=answer) as server:
+        code = await _gpo("eval", str(prompt), "--api-base", server.api_base, "--json",
+                          "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0
+    assert "config.topK is not sent: openai/ticket-model does not take 'top_k'" in (
+        capsys.readouterr().err.replace("\n", " "))
+    assert all("top_k" not in body for body in _task_bodies(server))

@@ -33,3 +33,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
             "optimizer_model": "optimizer", "max_cost": "max_cost"}
     return {dest: getattr(args, src) for src, dest in keys.items()
             if getattr(args, src, None) is not None}
+
+
+def warn_unsent_config(task: Any, err: Any) -> None:
+    """One warning per frontmatter `config` key the task call does not send."""
+    from rich.text import Text
+
+    for note in task.sendable.notes:
+        err.print(Text.assemble(("warning", "yellow"), f" {task.path}: {note}"), highlight=False)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from gpo_server.commands.common import EXIT_OK, model_arguments, overrides
+from gpo_server.commands.common import EXIT_OK, model_arguments, overrides, warn_unsent_config
 
 
 def register(sub: Any) -> None:
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from gpo_engine.task import load_task, open_llm, score
 
     task = load_task(args.path, **overrides(args))
+    warn_unsent_config(task, err)
 
     async def run() -> dict[str, Any]:
         llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,

@@ -14,7 +14,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, model_arguments, overrides
+from gpo_server.commands.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    model_arguments,
+    overrides,
+    warn_unsent_config,
+)
 
 
 def register(sub: Any) -> None:
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
     from gpo_engine.task import load_task, open_llm, open_store
 
     task = load_task(args.path, **overrides(args))
+    warn_unsent_config(task, err)
     estimate = _approve_estimate(task, args, err)
     if estimate is None:
         return EXIT_FAIL
