@@ -40,7 +40,7 @@ from gpo_engine.errors import ConfigError
 if TYPE_CHECKING:
     from gpo_engine.examples import Example
 
-# Same names and order as promptfile.METRICS (a test keeps the two equal).
+# The names gpo.metric takes (gpo_engine.settings checks them against this).
 METRICS = ("exact", "contains", "choice", "number", "regex", "f1", "judge", "json")
 
 Judge = Callable[[str], Awaitable[str]]

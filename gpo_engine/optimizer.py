@@ -33,10 +33,10 @@ from gpo_engine.events import (
 )
 from gpo_engine.examples import Example
 from gpo_engine.llm import LLM, Usage, is_base_model
-from gpo_engine.promptfile import template_error, template_variables
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.target import Target, structure, structure_change, target_of
 from gpo_engine.task import Task, score
+from gpo_engine.template import template_error, template_variables
 from gpo_engine.trajectory import (
     CandidateRecord,
     StepRecord,

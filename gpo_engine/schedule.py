@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from gpo_engine.errors import ConfigError
-from gpo_engine.promptfile import BudgetSettings
+from gpo_engine.settings import BudgetSettings
 
 DECAYS = ("cosine", "linear", "fixed")
 

@@ -27,8 +27,9 @@ from gpo_engine.evaluate import EvalResult, TaskFn, evaluate
 from gpo_engine.examples import Example, ExampleSet, find_examples_path, load_examples
 from gpo_engine.llm import LLM, default_cache_dir, resolve_model
 from gpo_engine.metrics import Metric, get_metric
-from gpo_engine.promptfile import PromptFile, Settings, load_prompt
+from gpo_engine.promptfile import PromptFile, load_prompt
 from gpo_engine.rendering import PromptRenderer, RowData, to_chat
+from gpo_engine.settings import Settings
 from gpo_engine.trajectory import TrajectoryStore
 
 

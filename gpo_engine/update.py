@@ -20,7 +20,7 @@ from rapidfuzz.distance import Levenshtein
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ModelCallError
 from gpo_engine.evaluate import gather_all
-from gpo_engine.promptfile import template_error
+from gpo_engine.template import template_error
 
 START = "<START>"
 END = "<END>"

@@ -35,8 +35,8 @@ from gpo_engine import __version__
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.evaluate import EvalResult
 from gpo_engine.optimizer import current_budget, pick_suggestion
-from gpo_engine.promptfile import template_error
 from gpo_engine.task import Task, open_llm, score
+from gpo_engine.template import template_error
 from gpo_engine.trajectory import Trajectory, same_prompt, trajectory_key
 from gpo_engine.update import word_distance
 from gpo_server import runtime

@@ -23,8 +23,9 @@ from typing import Any
 
 from gpo_engine.errors import ConfigError, Problem, SourceError
 from gpo_engine.examples import Example, ExampleSet, load_examples
-from gpo_engine.promptfile import PromptFile, template_variables
+from gpo_engine.promptfile import PromptFile
 from gpo_engine.rendering import RowData
+from gpo_engine.template import template_variables
 
 # Metrics that read the row's input columns themselves (the judge sees every
 # input, `choice` takes its options from them): no column is unused there.

@@ -9,17 +9,9 @@ from pathlib import Path
 import pytest
 
 from gpo_engine.errors import ConfigError, SourceError
-from gpo_engine.promptfile import (
-    DEFAULT_LOCAL_MODEL,
-    METRICS,
-    BudgetSettings,
-    Settings,
-    load_prompt,
-    parse_prompt,
-    template_error,
-    template_variables,
-    with_body,
-)
+from gpo_engine.promptfile import load_prompt, parse_prompt, with_body
+from gpo_engine.settings import DEFAULT_LOCAL_MODEL, METRICS, BudgetSettings, Settings
+from gpo_engine.template import template_error, template_variables
 
 P = Path("t.prompt")
 

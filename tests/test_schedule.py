@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpo_engine.errors import ConfigError
-from gpo_engine.promptfile import BudgetSettings
 from gpo_engine.schedule import budget_at, budget_curve
+from gpo_engine.settings import BudgetSettings
 
 
 def test_paper_default_cosine_curve_over_twelve_steps() -> None:
