@@ -37,10 +37,12 @@ from gpo_server.lsp_actions import (
     COMMAND_OPTIMIZE,
     COMMAND_RESCORE,
     COMMAND_STOP,
+    OFFERED_KINDS,
     apply_data,
     apply_title,
-    list_actions,
+    offered_actions,
     resolve_apply,
+    resolves_edits,
 )
 from gpo_server.lsp_diagnostics import diagnostics_by_file, suggestion_diagnostic
 from gpo_server.lsp_documents import Analysis, analyze, read_lossy
@@ -666,14 +668,14 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
                                                         value=markdown))
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(
-        code_action_kinds=[types.CodeActionKind.QuickFix, types.CodeActionKind.Source],
-        resolve_provider=True))
+        code_action_kinds=list(OFFERED_KINDS), resolve_provider=True))
     def code_action(ls: GpoServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         doc = ls.documents.get(params.text_document.uri)
         prompt = ls.prompt_of(doc) if doc is not None else None
         if doc is None or prompt is None:
             return []
-        return list_actions(ls.state_for(doc, prompt.body), prompt.body, doc.uri)
+        return offered_actions(ls.state_for(doc, prompt.body), prompt, doc.uri,
+                               params.context.only, resolves_edits(ls.client_capabilities))
 
     @server.feature(types.CODE_ACTION_RESOLVE)
     def resolve(ls: GpoServer, action: types.CodeAction) -> types.CodeAction:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from lsprotocol.types import CodeAction, CodeActionKind
+from pytest_lsp import client_capabilities
 
 from gpo_engine.promptfile import parse_prompt
 from gpo_server.lsp_actions import (
@@ -15,8 +16,11 @@ from gpo_server.lsp_actions import (
     apply_data,
     apply_title,
     format_gain,
+    kind_matches,
     list_actions,
+    offered_actions,
     resolve_apply,
+    resolves_edits,
 )
 from gpo_server.prompt_state import parse_state
 from tests.lsp_samples import INITIAL, STEP2, state_dict
@@ -53,6 +57,68 @@ def test_listing_offers_apply_without_an_edit_then_commands() -> None:
     assert actions[1].command is not None
     assert (actions[1].command.command, actions[1].command.arguments) == (COMMAND_OPTIMIZE, [URI])
     assert actions[2].command is not None and actions[2].command.command == COMMAND_RESCORE
+
+
+def kinds(actions: list[CodeAction]) -> list[tuple[str, str | None]]:
+    return [(a.title.split(" (")[0], a.kind) for a in actions]
+
+
+def test_commands_are_rewrites_where_the_light_bulb_looks() -> None:
+    # No `only` (Neovim, Emacs, VS Code's light bulb and Ctrl+.): the quick fix first, then
+    # refactor.rewrite commands, which VS Code lists (it hides source kinds there).
+    state = parse_state(state_dict())
+    expected = [("Apply GPO suggestion", CodeActionKind.QuickFix),
+                ("Optimize this prompt", CodeActionKind.RefactorRewrite),
+                ("Re-score", CodeActionKind.RefactorRewrite)]
+    assert kinds(list_actions(state, INITIAL, URI)) == expected
+    assert kinds(list_actions(state, INITIAL, URI, ["quickfix", "refactor"])) == expected
+    assert kinds(list_actions(state, INITIAL, URI, ["refactor.rewrite"])) == expected[1:]
+    assert kinds(list_actions(state, INITIAL, URI, ["quickfix"])) == expected[:1]
+    assert list_actions(state, INITIAL, URI, ["refactor.extract"]) == []
+
+
+def test_source_requests_get_the_commands_as_source_actions_only() -> None:
+    # VS Code's "Source Action..." asks `only: ["source"]`: the same commands, once, with
+    # source kinds (no rewrite duplicates, no quick fix).
+    job = {"id": "j", "status": "running", "step": 0, "total_steps": 12}
+    state = parse_state(state_dict(job=job))
+    assert kinds(list_actions(state, INITIAL, URI, ["source"])) == [
+        ("Stop optimizing", "source.gpo.stop"), ("Re-score", "source.gpo.rescore")]
+    assert kinds(list_actions(None, INITIAL, URI, ["source.gpo.optimize"])) == [
+        ("Optimize this prompt", "source.gpo.optimize")]
+    assert [a.title for a in list_actions(state, INITIAL, URI, ["source", "quickfix"])] == [
+        "Apply GPO suggestion (+7.5 pts, 12/31 words)", "Stop optimizing", "Re-score"]
+
+
+def test_kind_matching_follows_the_kind_hierarchy() -> None:
+    assert kind_matches("refactor.rewrite", [CodeActionKind.Refactor])
+    assert kind_matches(CodeActionKind.Source, ["source"])
+    assert kind_matches("source.gpo.stop", ["source.gpo"])
+    assert not kind_matches("sourcery", ["source"])
+    assert not kind_matches("refactor", ["refactor.rewrite"])
+
+
+def test_which_clients_resolve_edits() -> None:
+    assert resolves_edits(client_capabilities("visual-studio-code"))
+    assert resolves_edits(client_capabilities("neovim@v0.7.0"))
+    assert not resolves_edits(client_capabilities("emacs@v29.1"))  # eglot: no resolveSupport
+
+
+def test_a_client_without_resolve_gets_the_edit_in_the_listing() -> None:
+    state = parse_state(state_dict())
+    source = FRONT + INITIAL
+    prompt = parse_prompt(source, Path("/w/sentiment.prompt"))
+    lazy = offered_actions(state, prompt, URI, None, resolves=True)
+    assert lazy[0].edit is None
+    eager = offered_actions(state, prompt, URI, None, resolves=False)
+    assert [a.title for a in eager] == [a.title for a in lazy]
+    assert eager[0].edit is not None and eager[0].edit.changes is not None
+    assert apply(source, eager[0].edit.changes[URI]) == FRONT + STEP2 + "\n"
+    assert all(a.edit is None for a in eager[1:])
+    # Nothing to apply (the buffer is the suggestion): nothing is computed.
+    applied = parse_prompt(FRONT + STEP2, Path("/w/sentiment.prompt"))
+    assert [a.title for a in offered_actions(state, applied, URI, None, resolves=False)] == [
+        "Optimize this prompt", "Re-score"]
 
 
 def test_listing_while_running_offers_stop() -> None:
