@@ -23,13 +23,14 @@ import hashlib
 import importlib.util
 import json
 import random
+import re
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import concurrency
+from . import concurrency, direct, prices
 from .concurrency import MAX_RETRY_WAIT, AdaptiveLimit, CallSlot, retry_after_seconds
 from .errors import ConfigError, GpoError, ModelCallError, SpendLimitReached
 
@@ -79,6 +80,7 @@ class ModelUsage:
     unknown_price: bool = False  # some successful call had no known price (cost undercounts)
     rate_limited: int = 0  # 429 answers received (each one halves the model's concurrency)
     concurrency: int = 0  # the model's adaptive concurrency limit when last used
+    path: str = ""  # how its calls go out: "direct" (gpo_engine.direct) or "litellm"
 
 
 @dataclass
@@ -132,6 +134,8 @@ class Usage:
                 for f in fields(ModelUsage):
                     if f.name == "concurrency":
                         t.concurrency = u.concurrency or t.concurrency  # the latest limit
+                    elif f.name == "path":
+                        t.path = u.path or t.path  # the latest run's path
                     elif f.name == "unknown_price":
                         t.unknown_price = t.unknown_price or u.unknown_price
                     else:
@@ -220,12 +224,68 @@ class _BadResponse(Exception):
 
 
 def classify_error(exc: BaseException) -> Failure:
-    """Map an exception from litellm (or our watchdog) to a Failure."""
+    """Map an exception from litellm (or our watchdog) to a Failure.
+
+    A refused key (401, 403) and a missing one are "auth": never retried, and
+    the message is the provider's own with what to set. litellm reports a
+    missing key as a 500 (OpenAI: "Missing credentials"), a connection error
+    (Gemini) or a plain exception ("The api_key client option must be set"),
+    so it is recognised by its words, whatever the exception.
+    """
+    failure = _classify(exc)
+    missing = _MISSING_KEY.search(failure.message) is not None
+    if failure.kind != "auth" and not missing:
+        return failure
+    return Failure("auth", False, None, auth_message(exc, failure.message, missing))
+
+
+# How providers (through litellm and the OpenAI SDK) say that no API key was given.
+_MISSING_KEY = re.compile(
+    r"missing credentials|missing [\w ]{0,40}?api[ _-]?key|api_key client option must be set"
+    r"|no (api )?key (is )?(set|provided|found)|api[ _-]?key (is )?(not set|not found|missing)",
+    re.IGNORECASE)
+# Environment variables that hold a key or token, as the messages name them.
+_KEY_VARIABLE = re.compile(r"\b[A-Z][A-Z0-9]*_(?:API_KEY|AUTH_TOKEN|API_TOKEN|ACCESS_KEY_ID)\b")
+# litellm's wrapping around the provider's words: "litellm.X: X: OpenAIException - ".
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?")
+
+
+def auth_message(exc: BaseException, message: str, missing: bool) -> str:
+    """The provider's message (litellm's wrapping and any traceback cut off) and what
+    to do: 'set OPENAI_API_KEY' for a missing key, 'check OPENAI_API_KEY' for a refused one."""
+    text = message.split(" Traceback (most recent call last)")[0]
+    text = _LITELLM_PREFIX.sub("", text, count=1).strip().rstrip(".") or message
+    names = list(dict.fromkeys(_KEY_VARIABLE.findall(text))) or _key_variables(exc)
+    verb = "set" if missing else "check"
+    hint = (f"{verb} {' or '.join(names)}" if names
+            else f"{verb} the provider's API key" + ("" if missing else " and its access"))
+    return text if hint.lower() in text.lower() else f"{text}; {hint}"
+
+
+def _key_variables(exc: BaseException) -> list[str]:
+    """The variables litellm reads the key of the exception's provider from, if it says."""
+    if isinstance(exc, direct.HTTPFailure):
+        return ["OPENAI_API_KEY"]  # the direct path's key (or the one passed to LLM)
+    provider, model = getattr(exc, "llm_provider", None), getattr(exc, "model", None)
+    if not isinstance(provider, str) or not provider or not isinstance(model, str):
+        return []
+    try:
+        found = _litellm().validate_environment(model=f"{provider}/{model.split('/')[-1]}")
+    except Exception:  # a provider litellm cannot place: no name to give
+        return []
+    names = found.get("missing_keys") if isinstance(found, dict) else None
+    return [n for n in names or [] if isinstance(n, str) and _KEY_VARIABLE.fullmatch(n)]
+
+
+def _classify(exc: BaseException) -> Failure:
     message = _short(str(exc) or type(exc).__name__)
     if isinstance(exc, _BadResponse):
         return Failure("bad_response", True, None, message)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return Failure("timeout", True, None, message or "timed out")
+    direct_failure = _direct_failure(exc, message)
+    if direct_failure is not None:  # the direct path's errors: no need to import litellm
+        return direct_failure
     import litellm
 
     wait = retry_after_seconds(_exception_headers(exc))
@@ -250,6 +310,29 @@ def classify_error(exc: BaseException) -> Failure:
             return Failure("server", True, wait, message)
         if 400 <= status < 500:
             return Failure("other", False, None, message)
+    return Failure("other", False, None, message)
+
+
+def _direct_failure(exc: BaseException, message: str) -> Failure | None:
+    """A Failure for the direct path's exceptions (gpo_engine.direct, aiohttp's)."""
+    import aiohttp
+
+    if isinstance(exc, direct.Garbage):
+        return Failure("bad_response", True, None, message)
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        # No HTTP answer at all (refused, reset): the server side is unwell.
+        return Failure("server", True, None, message)
+    if not isinstance(exc, direct.HTTPFailure):
+        return None
+    status, wait = exc.status_code, retry_after_seconds(exc.headers)
+    if status == 429:
+        return Failure("rate_limit", True, wait, message)
+    if status == 408:
+        return Failure("timeout", True, wait, message)
+    if status in (401, 403):
+        return Failure("auth", False, None, message)
+    if status >= 500:
+        return Failure("server", True, wait, message)
     return Failure("other", False, None, message)
 
 
@@ -330,6 +413,8 @@ def supported_params(model: str) -> frozenset[str] | None:
     """The request parameters litellm sends to this model's provider; None if unknown."""
     if is_base_model(model):
         return LOCAL_PARAMS
+    if direct.route(model, None).path == "direct":
+        return direct.PARAMETERS  # what the direct path sends (no litellm import)
     try:
         names = _litellm().get_supported_openai_params(model=model)
     except Exception:  # litellm raises for models it cannot place; unknown, not fatal
@@ -341,6 +426,8 @@ def supports_response_schema(model: str) -> bool:
     """Whether the provider can be held to a JSON Schema (structured output)."""
     if is_base_model(model):
         return False
+    if direct.route(model, None).path == "direct":
+        return prices.supports_response_schema(model)
     try:
         return bool(_litellm().supports_response_schema(model=model))
     except Exception:  # an unknown model: ask for JSON in words instead
@@ -383,6 +470,7 @@ class LLM:
         api_key: str | None = None,
         backoff_base: float = 1.0,
         offline: bool = False,  # answer from the cache only; a miss raises NotCached
+        direct_path: bool | None = None,  # None: on unless GPO_DIRECT=0
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
@@ -398,6 +486,10 @@ class LLM:
         self.api_key = api_key
         self.backoff_base = backoff_base
         self.offline = offline
+        # OpenAI-compatible endpoints are called directly (gpo_engine.direct);
+        # GPO_DIRECT=0 sends every call through litellm, as before it existed.
+        self.direct = (os.environ.get("GPO_DIRECT", "1") != "0" if direct_path is None
+                       else direct_path)
         self.usage = Usage()
         # Dollars the job spent before this process (a resumed run): one cap covers
         # the whole job, however often it was stopped and resumed.
@@ -410,6 +502,7 @@ class LLM:
         # Models whose calls go through concurrency.session(): their slots are
         # held per HTTP request (learned from the first call; see _learn_transport).
         self._per_request: set[str] = set()
+        self._routes: dict[str, direct.Route] = {}  # model -> its path, decided once
 
     # -- public --------------------------------------------------------------
 
@@ -458,31 +551,12 @@ class LLM:
         if self.offline:
             raise NotCached(model, "an answer")
         self._check_spend()
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "timeout": self.timeout,
-            "num_retries": 0,  # we retry ourselves, with Retry-After and accounting
-        }
-        if stop:
-            kwargs["stop"] = stop
-        kwargs.update(extra or {})
-        if is_base_model(model):
-            await self._prepare_local(model)
-            # Only the embedded model gets a seed: not every provider accepts one.
-            kwargs["seed"] = sample
+        params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
+                                  "stop": stop or None, **(extra or {})}
+        if self._route(model, extra).path == "direct":
+            response = await self._direct(model, messages, params)
         else:
-            kwargs.update(self._endpoint())
-            # Our session: its trace hooks let a call hold its slot only while its
-            # HTTP request is out (gpo_engine.concurrency).
-            kwargs["shared_session"] = await concurrency.session()
-        litellm = _litellm()
-        response = await self._call(
-            model, functools.partial(litellm.acompletion, **kwargs), _check_choices,
-            http=not is_base_model(model),
-        )
+            response = await self._through_litellm(model, messages, params, sample)
         text = response.choices[0].message.content or ""
         prompt_tokens, completion_tokens = _tokens(response)
         cost = self._record(usage, model, response, prompt_tokens, completion_tokens)
@@ -498,6 +572,64 @@ class LLM:
             cost=cost,
             cached=False,
         )
+
+    def route(self, model: str) -> direct.Route:
+        """The path this model's calls took (or would take without extra parameters)."""
+        return self._routes.get(model) or direct.route(model, self.api_base)
+
+    async def _direct(self, model: str, messages: list[dict[str, Any]],
+                      params: Mapping[str, Any]) -> Any:
+        """One chat completion on the direct path (gpo_engine.direct)."""
+        try:
+            url, headers = direct.endpoint(self.api_base, self.api_key)
+        except direct.MissingKey as error:
+            self.usage.model(model).failures += 1
+            raise ModelCallError(model, "auth", str(error)) from error
+        payload = direct.body(self._routes[model].name, messages, params)
+        session = await concurrency.session()
+        send = functools.partial(direct.chat, session, url, headers, payload, model,
+                                 self.timeout)
+        return await self._call(model, send, _check_choices, http=True)
+
+    async def _through_litellm(self, model: str, messages: list[dict[str, Any]],
+                               params: Mapping[str, Any], sample: int) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "timeout": self.timeout,
+            "num_retries": 0,  # we retry ourselves, with Retry-After and accounting
+            **{k: v for k, v in params.items() if v is not None},
+        }
+        if is_base_model(model):
+            await self._prepare_local(model)
+            # Only the embedded model gets a seed: not every provider accepts one.
+            kwargs["seed"] = sample
+        else:
+            kwargs.update(self._endpoint())
+            # Our session: its trace hooks let a call hold its slot only while its
+            # HTTP request is out (gpo_engine.concurrency).
+            kwargs["shared_session"] = await concurrency.session()
+        litellm = _litellm()
+        return await self._call(
+            model, functools.partial(litellm.acompletion, **kwargs), _check_choices,
+            http=not is_base_model(model),
+        )
+
+    def _route(self, model: str, extra: Mapping[str, Any] | None) -> direct.Route:
+        """Decided once per model (and kept): a call with parameters the direct
+        path does not send goes through litellm without changing the model's route."""
+        if model not in self._routes:
+            chosen = (direct.Route("litellm", "the embedded model is a litellm provider")
+                      if is_base_model(model) or not self.direct
+                      else direct.route(model, self.api_base))
+            self._routes[model] = chosen
+            self.usage.model(model).path = chosen.path
+        chosen = self._routes[model]
+        if chosen.path == "direct" and extra:
+            per_call = direct.route(model, self.api_base, extra)
+            if per_call.path != "direct":
+                return per_call
+        return chosen
 
     async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """One vector per text, cached per text; only uncached texts are sent."""
@@ -784,6 +916,8 @@ def _price(response: Any, model: str) -> float | None:
     hidden = getattr(response, "_hidden_params", None) or {}
     if isinstance(hidden.get("response_cost"), (int, float)):
         return float(hidden["response_cost"])
+    if isinstance(response, direct.Response):
+        return None  # priced from the price list already (gpo_engine.prices); not listed
     if model in _UNPRICED:
         return None
     litellm = _litellm()

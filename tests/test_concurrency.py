@@ -228,7 +228,7 @@ def test_the_session_is_closed_when_the_loop_shuts_down(tmp_path: Path) -> None:
         "made = []\n"
         "async def main():\n"
         "    async with ModelServer() as server:\n"
-        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test')\n"
+        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test', direct_path=False)\n"
         "        for i in range(3):\n"
         "            await llm.complete('openai/fake', [{'role': 'user', 'content': str(i)}])\n"
         "        made.append(await concurrency.session())\n"
@@ -362,7 +362,7 @@ def test_the_objects_of_litellms_import_are_frozen_out_of_the_gc(tmp_path: Path)
         "assert gc.get_freeze_count() == 0\n"
         "async def main():\n"
         "    async with ModelServer() as server:\n"
-        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test')\n"
+        "        llm = LLM(cache_dir=None, api_base=server.api_base, api_key='test', direct_path=False)\n"
         "        await llm.complete('openai/fake', [{'role': 'user', 'content': 'hi'}])\n"
         "asyncio.run(main())\n"
         "print(gc.get_freeze_count())\n"))

@@ -1,4 +1,9 @@
-"""The llm layer against a real HTTP server with injected faults (litellm unmocked)."""
+"""The llm layer against a real HTTP server with injected faults (litellm unmocked).
+
+Every test runs on both call paths: the direct path (gpo_engine.direct, the
+default for OpenAI-compatible endpoints) and litellm (GPO_DIRECT=0), so the
+faults, retries, limits, cache and accounting are proven on each.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,12 @@ from gpo_engine.llm import (
 
 MODEL = "openai/fake"
 HI = [{"role": "user", "content": "hi there"}]
+
+
+@pytest.fixture(autouse=True, params=["direct", "litellm"])
+def call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("GPO_DIRECT", "1" if request.param == "direct" else "0")
+    return str(request.param)
 
 
 @pytest.fixture
