@@ -33,6 +33,7 @@ def _reason_line(part: str, reasons: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace, err: Console) -> int:
+    from gpo_engine.evaluate import gather_all
     from gpo_engine.metrics import count_reasons
     from gpo_engine.task import load_task, open_llm, score
 
@@ -44,9 +45,14 @@ def run(args: argparse.Namespace, err: Console) -> int:
                        api_base=args.api_base)
         try:
             out: dict[str, Any] = {"path": str(task.path), "model": task.task_model}
+            parts = ("dev", "test")
             with err.status(f"scoring {task.path.name} with {task.task_model}"):
-                for part in ("dev", "test"):
-                    res = await score(task, llm, task.prompt.body, task.examples.part(part))
+                # One wave over both parts: the model's limit is shared, so test rows
+                # fill the slots dev leaves free instead of waiting for dev's last answer.
+                results = await gather_all(
+                    score(task, llm, task.prompt.body, task.examples.part(part))
+                    for part in parts)
+                for part, res in zip(parts, results, strict=True):
                     low, high = res.interval()
                     out[part] = {"score": round(res.score, 2), "n": res.n,
                                  "correct": sum(o.score for o in res.outcomes),
