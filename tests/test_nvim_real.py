@@ -1,4 +1,5 @@
-"""Debian's Neovim (0.7.2 in CI) with editors/nvim against the real `gpo lsp`.
+"""editors/nvim against the real `gpo lsp`, on Debian's Neovim (0.7.2 in CI) and on the
+pinned current Neovim (tests/nvim_binaries.py).
 
 The plugin starts `python -m gpo_server.cli lsp`, which starts the daemon on demand in a
 temp runtime dir; the models are the test model server (scripted capitals pair), served
@@ -11,17 +12,20 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.model_server import ModelServer
+from tests.nvim_binaries import KINDS, check_run, neovim
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_server import server_env, short_dir  # noqa: F401 (a fixture)
-from tests.test_nvim_plugin import nvim
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "editors" / "nvim" / "tests" / "real.lua"
 
 
-async def test_neovim_applies_a_real_suggestion(short_dir: Path) -> None:  # noqa: F811
-    binary = nvim()
+@pytest.mark.parametrize("kind", KINDS)
+async def test_neovim_applies_a_real_suggestion(short_dir: Path, kind: str) -> None:  # noqa: F811
+    nvim = neovim(kind)
     ws = short_dir / "ws"
     prompt = write_capitals(ws, steps=2, candidates=2)
     (ws / ".git").mkdir()
@@ -32,9 +36,9 @@ async def test_neovim_applies_a_real_suggestion(short_dir: Path) -> None:  # noq
                "GPO_TEST_PYTHON": sys.executable,
                "XDG_STATE_HOME": str(short_dir / "state"),  # the LSP log stays out of $HOME
                "XDG_CACHE_HOME": str(short_dir / "xdg-cache"),
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT), "GPO_EXPECT_API": nvim.api}
         proc = await asyncio.create_subprocess_exec(
-            binary, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}",
+            nvim.path, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}",
             cwd=ws, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
@@ -42,8 +46,6 @@ async def test_neovim_applies_a_real_suggestion(short_dir: Path) -> None:  # noq
         finally:
             if proc.returncode is None:
                 proc.kill()
-    report = err.decode(errors="replace") + out.decode(errors="replace")
-    assert proc.returncode == 0, report
-    assert "all checks passed" in report
+    check_run(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
     assert prompt.read_text(encoding="utf-8").startswith("---\nmodel: openai/scripted\n")
     assert models.requests > 0

@@ -5,19 +5,25 @@ if vim.g.loaded_gpo then
 end
 vim.g.loaded_gpo = true
 
+local gpo = require('gpo')
 local group = vim.api.nvim_create_augroup('gpo', { clear = true })
 
-vim.api.nvim_create_autocmd('FileType', {
-  group = group,
-  pattern = 'dotprompt',
-  callback = function(args)
-    require('gpo').attach(args.buf)
-  end,
-})
+if gpo.api == 'enable' then
+  -- Neovim 0.11+: vim.lsp.enable starts and attaches the client for dotprompt buffers.
+  gpo.enable()
+else
+  vim.api.nvim_create_autocmd('FileType', {
+    group = group,
+    pattern = 'dotprompt',
+    callback = function(args)
+      gpo.attach(args.buf)
+    end,
+  })
+end
 
 vim.api.nvim_create_autocmd('BufWritePost', {
   group = group,
-  pattern = require('gpo').options.example_patterns,
+  pattern = gpo.options.example_patterns,
   callback = function(args)
     require('gpo').example_saved(vim.fn.fnamemodify(args.file, ':p'))
   end,

@@ -1,10 +1,13 @@
 -- Headless check of the gpo plugin against the real `gpo lsp` (and the daemon it starts):
--- a broken prompt gets its diagnostic, a good one is optimized, hovered, and the
--- suggestion is applied through the code action; the frontmatter stays as it was.
+-- a broken prompt gets its diagnostic, a good one is optimized (picked from
+-- vim.lsp.buf.code_action(), as a user would) with its progress reaching Neovim's
+-- progress store, hovered, and the suggestion is applied through the code action;
+-- the frontmatter stays as it was.
 -- Run: GPO_TEST_DIR=... GPO_TEST_PYTHON=... nvim --headless -u NONE -i NONE -n \
 --      -c 'luafile editors/nvim/tests/real.lua'   (tests/test_nvim_real.py does)
 local here = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h')
-local dir, check, finish = dofile(here .. '/helpers.lua').start('nvim with gpo lsp')
+local helpers = dofile(here .. '/helpers.lua')
+local dir, check, finish = helpers.start('nvim with gpo lsp')
 local WAIT = 90000
 
 local gpo = require('gpo')
@@ -12,6 +15,34 @@ gpo.setup({
   cmd = { os.getenv('GPO_TEST_PYTHON'), '-m', 'gpo_server.cli', 'lsp' },
   settings = { budget = { initial = 30, final = 10 } },
 })
+
+-- Titles of the work-done progress Neovim got: what status-line plugins show.
+-- 0.10+ fires LspProgress with the message; 0.7-0.9 fire User LspProgressUpdate
+-- and keep the progress in client.messages.
+local progress = {}
+if vim.fn.has('nvim-0.10') == 1 then
+  vim.api.nvim_create_autocmd('LspProgress', {
+    callback = function(args)
+      local value = args.data and args.data.params and args.data.params.value
+      if type(value) == 'table' and value.title then
+        progress[value.title] = true
+      end
+    end,
+  })
+else
+  vim.api.nvim_create_autocmd('User', {
+    pattern = 'LspProgressUpdate',
+    callback = function()
+      for _, client in pairs(vim.lsp.get_active_clients()) do
+        for _, p in pairs(client.messages and client.messages.progress or {}) do
+          if p.title then
+            progress[p.title] = true
+          end
+        end
+      end
+    end,
+  })
+end
 
 local function diagnostics(bufnr, severity)
   return vim.diagnostic.get(bufnr, { severity = severity })
@@ -38,9 +69,32 @@ check(vim.wait(WAIT, function()
   local client = gpo.client_for(buf)
   -- server_capabilities is set once the server answered initialize.
   return client ~= nil and client.server_capabilities ~= nil
-    and next(vim.lsp.buf_get_clients(buf)) ~= nil
+    and helpers.attached(buf)[client.id] ~= nil
 end, 50), 'client attached and initialized')
-vim.cmd('GpoOptimize')
+
+-- Optimize from the code action menu: pick the action that runs gpo.optimize.
+local offered = {}
+local select = vim.ui.select
+vim.ui.select = function(items, opts, on_choice)
+  local chosen
+  for _, item in ipairs(items) do
+    local action = item.action or item[2] -- 0.10+: { action, ctx }; before: { client_id, action }
+    local command = type(action.command) == 'table' and action.command.command or action.command
+    table.insert(offered, tostring(command or action.title))
+    if command == 'gpo.optimize' then
+      chosen = item
+    end
+  end
+  vim.ui.select = select
+  on_choice(chosen)
+end
+vim.lsp.buf.code_action()
+check(vim.wait(WAIT, function()
+  return vim.ui.select == select
+end, 50), 'the code action menu opened')
+check(vim.tbl_contains(offered, 'gpo.optimize') and vim.tbl_contains(offered, 'gpo.rescore'),
+  'code actions offered: ' .. table.concat(offered, ', '))
+
 local ready = vim.wait(WAIT, function()
   return #diagnostics(buf, vim.diagnostic.severity.INFO) > 0
 end, 50)
@@ -51,8 +105,13 @@ local note = diagnostics(buf, vim.diagnostic.severity.INFO)[1]
 check(note.message:find('^GPO: %+100 pts on dev, %d+ words') ~= nil, 'note: ' .. note.message)
 check(note.lnum == 8, 'note on the body\'s first line, got ' .. note.lnum)
 
-local params = vim.lsp.util.make_position_params()
-params.position = { line = 8, character = 1 }
+check(progress['GPO: optimizing capitals.prompt'],
+  'job progress reached Neovim: ' .. table.concat(vim.tbl_keys(progress), ', '))
+
+local params = {
+  textDocument = { uri = vim.uri_from_bufnr(buf) },
+  position = { line = 8, character = 1 },
+}
 local answers = vim.lsp.buf_request_sync(buf, 'textDocument/hover', params, WAIT)
 local hover = ''
 for _, answer in pairs(answers or {}) do

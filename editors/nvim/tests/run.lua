@@ -2,7 +2,8 @@
 -- Run: GPO_TEST_DIR=... GPO_TEST_PYTHON=... GPO_FAKE_SERVER=... \
 --      nvim --headless -u NONE -i NONE -n -c 'luafile editors/nvim/tests/run.lua'
 local here = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h')
-local dir, check, finish = dofile(here .. '/helpers.lua').start('nvim plugin')
+local helpers = dofile(here .. '/helpers.lua')
+local dir, check, finish = helpers.start('nvim plugin')
 local json_decode = (vim.json and vim.json.decode) or vim.fn.json_decode
 
 local gpo = require('gpo')
@@ -112,10 +113,17 @@ end, 'gpo.optimize command')
 local first_id = gpo.roots()[vim.fn.fnamemodify(dir .. '/root1', ':p:h')]
 check(first_id ~= nil, 'client registered for root1')
 vim.cmd('edit ' .. dir .. '/root1/sub/b.prompt')
-local clients_b = vim.lsp.buf_get_clients(0)
-check(#vim.tbl_keys(clients_b) == 1 and clients_b[first_id] ~= nil, 'same root, same client')
+local buf_b = vim.api.nvim_get_current_buf()
+check(vim.wait(15000, function()
+  return helpers.attached(buf_b)[first_id] ~= nil
+end, 50), 'same root, same client')
+check(#vim.tbl_keys(helpers.attached(buf_b)) == 1, 'one client on b.prompt')
 vim.cmd('edit ' .. dir .. '/root2/c.prompt')
-local n_roots = #vim.tbl_keys(gpo.roots())
+local n_roots = 0
+vim.wait(15000, function()
+  n_roots = #vim.tbl_keys(gpo.roots())
+  return n_roots == 2
+end, 50)
 check(n_roots == 2, 'one client per root, got ' .. n_roots)
 
 vim.cmd('edit ' .. dir .. '/root1/a.examples.jsonl')
@@ -128,5 +136,16 @@ wait_report(buf, function(r)
   end
   return false
 end, 'example save notification')
+
+-- :GpoRestart: new clients, attached to every open prompt buffer; the old ones gone.
+local root1 = vim.fn.fnamemodify(dir .. '/root1', ':p:h')
+vim.cmd('GpoRestart')
+local new_id
+check(vim.wait(15000, function()
+  new_id = gpo.roots()[root1]
+  return new_id ~= nil and new_id ~= first_id
+    and helpers.attached(buf)[new_id] ~= nil and helpers.attached(buf_b)[new_id] ~= nil
+    and helpers.attached(buf)[first_id] == nil and #vim.tbl_keys(gpo.roots()) == 2
+end, 50), 'restart: a new client for root1 on a.prompt and b.prompt, old one gone')
 
 finish()

@@ -13,7 +13,7 @@ M.defaults = {
     daemon = { address = nil },
     budget = {}, -- { initial = 40, final = 10, decay = 'cosine' }
   },
-  -- Example files whose saves are reported to the server (0.7 has no file watcher).
+  -- Example files whose saves are reported to the server (it asks for no file watching).
   example_patterns = { '*.jsonl', '*.csv', '*.yaml', '*.yml' },
   on_attach = nil, -- function(client, bufnr)
 }
