@@ -23,13 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpo_engine import __version__
+from gpo_engine import __version__, atomic
 from gpo_engine.errors import GpoError, Problem, SourceError
 from gpo_engine.evaluate import EvalResult, confidence_interval
 from gpo_engine.examples import SUFFIXES
@@ -176,15 +175,9 @@ def read_lock(path: Path) -> Lock | None:
 
 
 def write_lock(path: Path, lock: Lock) -> None:
-    """Write atomically: a killed process leaves the old lock or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(lock.to_json())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically: a killed process or a full disk leaves the old lock or the new
+    one, never half (atomic.WriteError says which file could not be written)."""
+    atomic.write_text(path, lock.to_json())
 
 
 # ---------------------------------------------------------------------------

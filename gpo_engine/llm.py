@@ -22,6 +22,7 @@ import gc
 import hashlib
 import importlib.util
 import json
+import math
 import random
 import re
 import warnings
@@ -354,55 +355,63 @@ def _short(text: str, limit: int = 500) -> str:
 
 
 class _ResponseCache:
-    """diskcache of responses that turns itself off (with one warning) instead of failing."""
+    """The response cache: a private, self-healing diskcache (gpo_engine.diskstore).
+
+    Only answers worth keeping are stored: a completion with text and token
+    counts, or an embedding vector. An empty answer (a 200 with content "") is
+    returned but never stored: cached, it became a score of 0 that every later
+    run read back. An entry of any other shape is a miss, dropped and fetched
+    again; one bad entry never turns the cache off (it used to, for the whole
+    run: 74 calls instead of 0). Only a folder that cannot be used at all (a
+    file where it should be, another user's) means no caching, with one warning.
+    """
 
     def __init__(self, directory: Path | None) -> None:
-        self._cache: Any = None
+        self._store: Any = None
         self._directory = directory
         if directory is None:
             return
         try:
-            import diskcache
+            from .diskstore import DiskStore
 
-            self._cache = diskcache.Cache(str(directory / RESPONSES_DIR))
+            self._store = DiskStore(
+                directory / RESPONSES_DIR, label="response cache", valid=_cacheable,
+                lost="any other answer is asked for again when needed, once")
         except Exception as exc:
             self._disable(exc)
 
     def get(self, key: str) -> Any:
-        if self._cache is None:
-            return None
-        try:
-            return self._cache.get(key)
-        except Exception as exc:
-            self._disable(exc)
-            return None
+        return None if self._store is None else self._store.get(key)
 
     def set(self, key: str, value: Any) -> None:
-        if self._cache is None:
-            return
-        try:
-            self._cache.set(key, value)
-        except Exception as exc:
-            self._disable(exc)
+        if self._store is not None and _cacheable(key, value):
+            self._store.set(key, value)
 
     def close(self) -> None:
-        if self._cache is not None:
-            try:
-                self._cache.close()
-            finally:
-                self._cache = None
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     def _disable(self, exc: Exception) -> None:
-        cache, self._cache = self._cache, None
-        if cache is not None:
-            with contextlib.suppress(Exception):  # already failing; the warning matters
-                cache.close()
         warnings.warn(
             f"response cache disabled: {self._directory} is not usable "
             f"({type(exc).__name__}: {exc}); model calls will not be cached",
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def _cacheable(key: str, value: Any) -> bool:
+    """A completion with non-blank text and token counts, or a finite embedding vector."""
+    if isinstance(value, dict):
+        text = value.get("text")
+        counts = (value.get("prompt_tokens"), value.get("completion_tokens"))
+        return (isinstance(text, str) and text.strip() != ""
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                        for n in counts))
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(x, float) and math.isfinite(x) for x in value)
+    return False
 
 
 # Parameters the embedded model's provider reads (local_model.LocalLLM).

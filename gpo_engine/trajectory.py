@@ -2,22 +2,33 @@
 
 One record per optimization: the initial prompt's scores and, for every
 finished step, every candidate with its scores and the step's chosen prompt.
-Records live in a diskcache (SQLite underneath), so each `save` is one
-transaction: a process killed mid-write leaves the previous step intact, and
-the next run resumes after the last finished step.
+Records live in a diskcache (SQLite underneath, private and self-healing:
+gpo_engine.diskstore), so each `save` is one transaction: a process killed
+mid-write leaves the previous step intact, and the next run resumes after the
+last finished step.
+
+A record read back (from the store, or imported by trajectory_io) is checked
+field by field before it is used: types, scores within 0..100, outcomes within
+0..1, a well-formed usage record, steps in order. One that fails is ignored
+with a warning, like a damaged entry, and never half-used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import sqlite3
+import types
+import typing
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import diskcache
+from gpo_engine.diskstore import DiskStore
 
 FORMAT_VERSION = 1
 
@@ -108,9 +119,16 @@ class Trajectory:
 
     @classmethod
     def from_json(cls, text: str) -> Trajectory:
-        data: dict[str, Any] = json.loads(text)
+        """The record `to_json` wrote; ValueError naming the first problems of any other."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         if data.pop("format", None) != FORMAT_VERSION:
             raise ValueError("unknown trajectory format")
+        problems = trajectory_problems(data)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ValueError("; ".join(problems[:3]) + more)
         steps = [
             StepRecord(**{**s, "candidates": tuple(CandidateRecord(**c) for c in s["candidates"])})
             for s in data.pop("steps")
@@ -137,50 +155,226 @@ def trajectory_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+# ---------------------------------------------------------------------------
+# Checking a record read back
+
+# Fields holding a 0-100 score, and fields counting something (at least 0; a
+# candidate dropped before it was measured has distance -1).
+_PERCENT = frozenset({"initial_dev", "chosen_dev", "train_score", "dev"})
+_COUNT = frozenset({"dev_n", "total_steps", "budget", "step"})
+
+
+def trajectory_problems(data: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with a stored trajectory's fields (the `format` key removed)."""
+    problems = record_problems(Trajectory, _without(data, "steps"), skip=frozenset({"steps"}))
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return [*problems, "field 'steps' should be a list of steps"]
+    for number, step in enumerate(steps):
+        if not isinstance(step, dict):
+            problems.append(f"step {number} should be an object")
+            continue
+        problems += [f"step {number}: {p}" for p in record_problems(
+            StepRecord, _without(step, "candidates"), skip=frozenset({"candidates"}))]
+        if step.get("step") != number:
+            problems.append(f"step {number} is numbered {step.get('step')!r}")
+        candidates = step.get("candidates")
+        if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
+            problems.append(f"step {number}: 'candidates' should be a list of objects")
+            continue
+        for index, candidate in enumerate(candidates):
+            problems += [f"step {number} candidate {index}: {p}"
+                         for p in record_problems(CandidateRecord, candidate)]
+    total = data.get("total_steps")
+    if isinstance(total, int) and len(steps) > total:
+        problems.append(f"{len(steps)} steps recorded but total_steps is {total}")
+    return problems
+
+
+def _without(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != name}
+
+
+def record_problems(cls: type, body: Mapping[str, Any],
+                    skip: frozenset[str] = frozenset()) -> list[str]:
+    """Every declared field present with its declared type and in range; no unknown fields."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    problems = []
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        problems.append(f"unknown field(s) {', '.join(unknown)} in a {cls.__name__} line")
+    for name, f in fields.items():
+        if name not in body:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"missing field '{name}'")
+            continue
+        value = body[name]
+        if not conforms(value, hints[name]):
+            problems.append(f"field '{name}' should be {type_name(hints[name])}, "
+                            f"got {_shown(value)}")
+        elif name == "dev_outcomes":
+            problems += outcome_problems(value)
+        elif name == "usage":
+            problems += usage_problems(value)
+        else:
+            wrong = _out_of_range(name, value)
+            if wrong:
+                problems.append(f"field '{name}' should be {wrong}, got {_shown(value)}")
+    return problems
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    """What a well-typed field's value should be, when it is out of its range."""
+    if name in _PERCENT and value is not None and not 0.0 <= value <= 100.0:
+        return "a score from 0 to 100"
+    if name in _COUNT and value < 0:
+        return "0 or more"
+    if name == "distance" and value < -1:
+        return "0 or more (or -1: not measured)"
+    return None
+
+
+def outcome_problems(outcomes: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Per-row outcomes must be scores from 0 to 1."""
+    for scores in outcomes.values():
+        if not all(0.0 <= v <= 1.0 for v in scores.values()):
+            return ["'dev_outcomes' must map row ids to numbers from 0 to 1"]
+    return []
+
+
+def usage_problems(usage: Mapping[str, Any]) -> list[str]:
+    """A usage record (llm.Usage.to_dict) that Usage.from_dict can read back: per model,
+    every known field of the declared type, counts and dollars 0 or more."""
+    from gpo_engine.llm import ModelUsage  # the model layer's record, not litellm
+
+    per_model = usage.get("per_model", {})
+    if not isinstance(per_model, dict):
+        return ["field 'usage': 'per_model' should be an object"]
+    hints = typing.get_type_hints(ModelUsage)
+    problems = []
+    for model, record in per_model.items():
+        if not isinstance(record, dict):
+            problems.append(f"field 'usage': the record of {model} should be an object")
+            continue
+        for name, value in record.items():
+            hint = hints.get(name)
+            if hint is None:
+                continue  # written by a newer gpo; Usage.from_dict skips it too
+            if not conforms(value, hint) or (_is_number(value) and value < 0):
+                problems.append(f"field 'usage': {model} {name} should be "
+                                f"{type_name(hint)} (0 or more), got {_shown(value)}")
+    totals = {k: v for k, v in usage.items() if k != "per_model"}
+    for name, value in totals.items():
+        if not isinstance(value, bool) and not (_is_number(value) and value >= 0):
+            problems.append(f"field 'usage': {name} should be a number (0 or more), "
+                            f"got {_shown(value)}")
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (json.loads reads NaN and Infinity too)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a (simple) type annotation."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return _is_number(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        inner = args[0] if args else Any
+        return all(conforms(v, inner) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            return False
+        inner = args[1] if len(args) == 2 else Any
+        return all(conforms(v, inner) for v in value.values())
+    return False  # a field type this reader does not know cannot be checked: refuse it
+
+
+def type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {str: "a string", int: "an integer", float: "a number",
+            bool: "true or false"}.get(hint, str(hint))
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value)[:60]
+
+
+# ---------------------------------------------------------------------------
+# The store
+
+# What rebuilding a corrupt store loses, for its warning.
+_LOST = ("saved runs that could not be read start again from step 1; the answers of their "
+         "finished steps are still in the response cache, so replaying them costs no model "
+         "call (an export made with `gpo trajectory --jsonl` can also be imported back)")
+
+
 class TrajectoryStore:
     """diskcache-backed trajectories, plus an index from prompt path to its latest run."""
 
     def __init__(self, directory: Path) -> None:
-        self._cache: diskcache.Cache | None
+        self._store: DiskStore | None
         try:
-            self._cache = diskcache.Cache(str(directory))
+            self._store = DiskStore(directory, label="trajectory store", lost=_LOST)
         except (OSError, sqlite3.Error) as exc:  # read-only or full disk: run without resume
             warnings.warn(f"trajectory store unavailable at {directory}: {exc}", stacklevel=2)
-            self._cache = None
+            self._store = None
 
     def load(self, key: str) -> Trajectory | None:
-        if self._cache is None:
+        if self._store is None:
             return None
-        raw = self._cache.get(f"run:{key}")
+        raw = self._store.get(f"run:{key}")
         if raw is None:
             return None
         try:
             return Trajectory.from_json(str(raw))
-        except (ValueError, TypeError, KeyError) as exc:
-            # A record we cannot read is reported and ignored, never half-used.
-            warnings.warn(f"ignoring unreadable trajectory {key}: {exc}", stacklevel=2)
+        except ValueError as exc:
+            # A record we cannot trust is reported and ignored, never half-used; the
+            # run starts over and its next save replaces it.
+            warnings.warn(f"ignoring unreadable trajectory {key}: {exc}; the run starts "
+                          "over (its answers are in the response cache)", stacklevel=2)
             return None
 
     def save(self, trajectory: Trajectory) -> None:
-        if self._cache is None:
+        if self._store is None:
             return
-        try:
-            with self._cache.transact():
-                self._cache.set(f"run:{trajectory.key}", trajectory.to_json())
-                self._cache.set(f"path:{trajectory.path}", trajectory.key)
-        except (OSError, sqlite3.Error) as exc:
-            warnings.warn(f"could not save trajectory: {exc}", stacklevel=2)
+        # One transaction: a killed process leaves the previous step, never half of this one.
+        # A store that cannot be written warns once (diskstore) and the run goes on.
+        self._store.set_many({f"run:{trajectory.key}": trajectory.to_json(),
+                              f"path:{trajectory.path}": trajectory.key})
 
     def latest_for(self, path: str) -> Trajectory | None:
-        if self._cache is None:
+        if self._store is None:
             return None
-        key = self._cache.get(f"path:{path}")
+        key = self._store.get(f"path:{path}")
         return self.load(str(key)) if key is not None else None
 
     def delete(self, key: str) -> None:
-        if self._cache is not None:
-            self._cache.delete(f"run:{key}")
+        if self._store is not None:
+            self._store.delete(f"run:{key}")
 
     def close(self) -> None:
-        if self._cache is not None:
-            self._cache.close()
+        if self._store is not None:
+            self._store.close()

@@ -25,14 +25,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
 import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gpo_engine import atomic
 from gpo_engine.errors import Problem, SourceError
-from gpo_engine.trajectory import FORMAT_VERSION, CandidateRecord, StepRecord, Trajectory
+from gpo_engine.trajectory import (
+    FORMAT_VERSION,
+    CandidateRecord,
+    StepRecord,
+    Trajectory,
+    conforms,
+    record_problems,
+)
 
 HEADER, STEP, CANDIDATE, OUTCOMES = "trajectory", "step", "candidate", "outcomes"
 KINDS = (HEADER, STEP, CANDIDATE, OUTCOMES)
@@ -78,10 +85,9 @@ def dumps(trajectory: Trajectory, fingerprint: dict[str, Any] | None = None) -> 
 
 
 def write(trajectory: Trajectory, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
-    """Write the export to `path` through a temporary file, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(trajectory, fingerprint), encoding="utf-8")
-    tmp.replace(path)
+    """Write the export to `path` atomically: a crash or a full disk leaves the previous
+    file byte-identical (atomic.WriteError says so), never half an export."""
+    atomic.write_text(path, dumps(trajectory, fingerprint))
 
 
 def _outcome_lines(trajectory: Trajectory, texts: Iterable[str],
@@ -141,6 +147,7 @@ class _Reader:
         self.path = path
         self.problems: list[Problem] = []
         self.header: dict[str, Any] | None = None
+        self.header_line = 1
         self.fingerprint: dict[str, Any] | None = None
         self.steps: list[dict[str, Any]] = []
         self.candidates: list[list[CandidateRecord]] = []
@@ -187,6 +194,7 @@ class _Reader:
         body = {k: v for k, v in obj.items() if k not in ("kind", "format", "fingerprint")}
         if self._check(line, Trajectory, body, _HEADER_SKIP):
             self.header = body
+            self.header_line = line
             self.fingerprint = fingerprint
 
     def _step(self, line: int, obj: dict[str, Any]) -> None:
@@ -225,7 +233,7 @@ class _Reader:
         elif not isinstance(text, str):
             self.fail(line, "outcomes need a string 'text'")
         elif not isinstance(scores, dict) or not all(
-                _is_number(v) and 0.0 <= v <= 1.0 for v in scores.values()):
+                _is_score(v) for v in scores.values()):
             self.fail(line, "'scores' must map row ids to numbers from 0 to 1")
         elif text in self.outcomes:
             self.fail(line, "outcomes of this prompt were already given")
@@ -233,31 +241,19 @@ class _Reader:
             self.outcomes[text] = {str(k): float(v) for k, v in scores.items()}
 
     def _check(self, line: int, cls: type, body: dict[str, Any], skip: set[str]) -> bool:
-        """Every declared field present with the declared type; no unknown fields."""
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
-        ok = True
-        unknown = sorted(set(body) - set(fields))
-        if unknown:
-            self.fail(line, f"unknown field(s) {', '.join(unknown)} in a {cls.__name__} line")
-            ok = False
-        for name, f in fields.items():
-            if name not in body:
-                has_default = (f.default is not dataclasses.MISSING
-                               or f.default_factory is not dataclasses.MISSING)
-                if not has_default:
-                    self.fail(line, f"missing field '{name}'")
-                    ok = False
-                continue
-            if not _conforms(body[name], hints[name]):
-                self.fail(line, f"field '{name}' should be {_type_name(hints[name])}, "
-                          f"got {json.dumps(body[name])[:60]}")
-                ok = False
-        return ok
+        """Every declared field present with the declared type and in range (scores 0-100,
+        a well-formed usage); no unknown fields (trajectory.record_problems)."""
+        problems = record_problems(cls, body, frozenset(skip))
+        for message in problems:
+            self.fail(line, message)
+        return not problems
 
     def finish(self) -> Imported:
         if self.header is None and not self.problems:
             self.fail(1, "empty file: no trajectory header")
+        if self.header is not None and len(self.steps) > self.header["total_steps"]:
+            self.fail(self.header_line, f"{len(self.steps)} steps follow, but total_steps is "
+                      f"{self.header['total_steps']}")
         if self.problems:
             raise SourceError(self.problems)
         assert self.header is not None
@@ -275,45 +271,6 @@ def _tuples(cls: type, body: dict[str, Any]) -> dict[str, Any]:
             else v for k, v in body.items()}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a (simple) type annotation."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return _is_number(value)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            return False
-        inner = args[0] if args else Any
-        return all(_conforms(v, inner) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False
-        inner = args[1] if len(args) == 2 else Any
-        return all(_conforms(v, inner) for v in value.values())
-    return False  # a field type this reader does not know cannot be checked: refuse it
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    return {str: "a string", int: "an integer", float: "a number",
-            bool: "true or false"}.get(hint, str(hint))
+def _is_score(value: Any) -> bool:
+    """A per-row outcome: a finite number from 0 to 1."""
+    return conforms(value, float) and 0.0 <= value <= 1.0

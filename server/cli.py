@@ -9,12 +9,13 @@ or one JSON object with --json); progress and errors go to stderr, so
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gpo_engine import __version__
-from gpo_engine.errors import GpoError, SourceError
+from gpo_engine.errors import GpoError, Problem, SourceError
 from gpo_server.commands import MODULES, load
 from gpo_server.commands.common import EXIT_FAIL, EXIT_INTERRUPTED
 
@@ -36,14 +37,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SourceError as exc:
         for problem in exc.problems:
             _say(err or _stderr(), problem.severity, str(problem))
-        return EXIT_FAIL
+        return _json_error(args, _summary(exc.problems), exc.problems, EXIT_FAIL)
     except GpoError as exc:
         _say(err or _stderr(), "error", str(exc))
-        return EXIT_FAIL
+        return _json_error(args, str(exc), [], getattr(exc, "exit_code", EXIT_FAIL))
+    except OSError as exc:
+        # The environment, not a bug (a folder we may not read, a vanished file):
+        # one line naming the file, never a traceback.
+        from gpo_engine.atomic import os_error_reason
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(err or _stderr(), "error", where + os_error_reason(exc))
+        return _json_error(args, where + os_error_reason(exc), [], EXIT_FAIL)
     except KeyboardInterrupt:
-        (err or _stderr()).print("interrupted: finished steps are saved; "
-                                 "run the same command to resume")
-        return EXIT_INTERRUPTED
+        message = "interrupted: finished steps are saved; run the same command to resume"
+        (err or _stderr()).print(message)
+        return _json_error(args, message, [], EXIT_INTERRUPTED)
+
+
+def _json_error(args: argparse.Namespace, message: str, problems: Sequence[Problem],
+                code: int) -> int:
+    """With --json, a failure is a JSON object on stdout too, so a caller piping the
+    output into a JSON parser reads why instead of choking on nothing."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "problems": [
+            {"path": str(p.path), "line": p.line, "column": p.column, "message": p.message,
+             "severity": p.severity} for p in problems]}, indent=2))
+    return code
+
+
+def _summary(problems: Sequence[Problem]) -> str:
+    if len(problems) == 1:
+        return str(problems[0])
+    files = ", ".join(dict.fromkeys(str(p.path) for p in problems))
+    return f"{len(problems)} problems in {files}"
 
 
 def _stderr() -> Console:
@@ -56,7 +83,7 @@ def _say(console: Console, label: str, message: str) -> None:
     from rich.text import Text
 
     # Text, not markup: messages quote user input, and "[local]" is not a style.
-    console.print(Text.assemble((label, "red"), " ", message), highlight=False)
+    console.print(Text.assemble((label, "red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

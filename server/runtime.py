@@ -96,17 +96,13 @@ def socket_path(directory: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a 0600 file atomically (a reader never sees half of it)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write a 0600 file atomically: a reader never sees half of it, and a full disk
+    leaves the previous file byte-identical. Raises gpo_engine.atomic.WriteError,
+    an OSError with the errno and a message naming the file."""
+    # Imported here: runtime.py is on the language server's startup path.
+    from gpo_engine.atomic import write_text
+
+    write_text(path, text, mode=0o600)
 
 
 def write_status(directory: Path, status: Status) -> None:

@@ -177,13 +177,16 @@ def test_cache_key_is_canonical() -> None:
     assert cache_key({"model": "m", "sample": 1}) != cache_key({"model": "m", "sample": 0})
 
 
-async def test_empty_content_is_a_valid_cached_answer(server: ModelServer, tmp_path: Path) -> None:
+async def test_empty_content_is_returned_but_never_cached(server: ModelServer,
+                                                         tmp_path: Path) -> None:
+    # Cached, an empty answer was a score of 0 that every later run read back.
     server.push(Fault(empty=True))
     llm = make_llm(server, tmp_path)
     done = await llm.complete(MODEL, HI)
-    assert done.text == "" and done.completion_tokens == 0
-    assert (await llm.complete(MODEL, HI)).cached
-    assert server.requests == 1 and llm.usage.retries == 0
+    assert done.text == "" and done.completion_tokens == 0 and llm.usage.retries == 0
+    again = await llm.complete(MODEL, HI)
+    assert not again.cached and again.text == "echo: hi there" and server.requests == 2
+    assert (await llm.complete(MODEL, HI)).cached and server.requests == 2
 
 
 # -- retries -----------------------------------------------------------------
@@ -398,8 +401,8 @@ async def test_cache_failing_mid_run_degrades(server: ModelServer, tmp_path: Pat
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    llm._cache._cache.set = broken  # type: ignore[union-attr]
-    llm._cache._cache.get = broken  # type: ignore[union-attr]
+    llm._cache._store.cache.set = broken
+    llm._cache._store.cache.get = broken
     with pytest.warns(RuntimeWarning, match="No space left on device"):
         done = await llm.complete(MODEL, [{"role": "user", "content": "new"}])
     assert done.text == "echo: new"

@@ -63,7 +63,7 @@ def test_store_saves_and_resumes(tmp_path: Path) -> None:
 
 def test_unreadable_record_is_ignored_with_a_warning(tmp_path: Path) -> None:
     store = TrajectoryStore(tmp_path / "t")
-    store._cache.set("run:bad", "{not json")  # type: ignore[union-attr]
+    store._store.set("run:bad", "{not json")  # type: ignore[union-attr]
     with pytest.warns(UserWarning, match="unreadable trajectory"):
         assert store.load("bad") is None
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sqlite3
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +35,9 @@ class Part:
     exists: bool
     entries: int
     bytes: int
+    problem: str | None = None  # why its database cannot be read ("corrupt: ..."); None if fine
+    set_aside: tuple[str, ...] = ()  # damaged copies moved aside (`<name>.corrupt-<time>`)
+    set_aside_bytes: int = 0
 
 
 def register(sub: Any) -> None:
@@ -62,15 +68,56 @@ def _part_dirs(root: Path) -> dict[str, Path]:
 
 
 def inspect(name: str, folder: Path) -> Part:
-    """Entries and bytes on disk of one diskcache folder; never creates it."""
-    if not folder.is_dir():
-        return Part(name, str(folder), False, 0, 0)
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    import diskcache
+    """Entries and bytes on disk of one diskcache folder, and whether its database can be
+    read; never creates, changes or repairs anything (gpo_engine.diskstore does that on use)."""
+    from gpo_engine.diskstore import set_aside
 
-    with diskcache.Cache(str(folder)) as cache:
-        entries = len(cache)
-    return Part(name, str(folder), True, entries, size)
+    aside = set_aside(folder)
+    kept = tuple(str(p) for p in aside)
+    aside_bytes = sum(_bytes(p) for p in aside)
+    if not folder.is_dir():
+        return Part(name, str(folder), False, 0, 0, None, kept, aside_bytes)
+    entries, problem = _count(folder)
+    return Part(name, str(folder), True, entries, _bytes(folder), problem, kept, aside_bytes)
+
+
+def _count(folder: Path) -> tuple[int, str | None]:
+    """(entries, None), or (0, what is wrong) for a database SQLite cannot read."""
+    import urllib.parse
+
+    from gpo_engine.diskstore import DB_NAME, is_corruption
+
+    db = folder / DB_NAME
+    if not db.is_file() or db.stat().st_size == 0:
+        return 0, None
+    try:
+        con = sqlite3.connect(f"file:{urllib.parse.quote(str(db))}?mode=ro", uri=True)
+        try:
+            # quick_check reads every page once (a 70 KB cache: ~1 ms): a damaged
+            # page shows here, not at the next run's first unlucky key.
+            verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                return 0, f"corrupt: {verdict}"
+            tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                 "AND name = 'Cache'").fetchone()[0]
+            return (con.execute("SELECT count(*) FROM Cache").fetchone()[0] if tables else 0,
+                    None)
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as error:
+        return 0, f"{'corrupt' if is_corruption(error) else 'unreadable'}: {error}"
+
+
+def _bytes(path: Path) -> int:
+    """Bytes of the files under `path` (files vanishing meanwhile are skipped)."""
+    total = 0
+    for f in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        try:
+            if f.is_file():
+                total += f.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def run_info(args: argparse.Namespace, err: Console) -> int:
@@ -82,8 +129,18 @@ def run_info(args: argparse.Namespace, err: Console) -> int:
     out = Console()
     out.print(f"cache: {root}", markup=False, highlight=False)
     for p in parts:
-        state = f"{p.entries} entries, {_size(p.bytes)}" if p.exists else "empty (not created)"
-        out.print(f"  {p.name:<12} {state}   {p.path}", markup=False, highlight=False)
+        if p.problem:
+            state = f"{p.problem}, {_size(p.bytes)}; the next run sets it aside and starts afresh"
+        elif p.exists:
+            state = f"{p.entries} entries, {_size(p.bytes)}"
+        else:
+            state = "empty (not created)"
+        out.print(f"  {p.name:<12} {state}   {p.path}", markup=False, highlight=False,
+                  soft_wrap=True)
+        if p.set_aside:
+            out.print(f"  {'':<12} {len(p.set_aside)} damaged copies set aside, "
+                      f"{_size(p.set_aside_bytes)} (`gpo cache clear` deletes them)",
+                      markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -91,29 +148,65 @@ def run_clear(args: argparse.Namespace, err: Console) -> int:
     root = cache_root(args.cache_dir)
     names = ["responses", "trajectories"] if args.trajectories else ["responses"]
     parts = [inspect(name, _part_dirs(root)[name]) for name in names]
-    entries = sum(p.entries for p in parts)
-    if entries == 0:
+    what = _clear_list(parts)
+    if not what:
         err.print(f"nothing to clear in {root}", markup=False, highlight=False)
         return EXIT_OK
-    what = " and ".join(f"{p.entries} {p.name}" for p in parts)
     if not args.yes:
         if not sys.stdin.isatty():
             err.print(f"refusing to delete {what} from {root} without a terminal to confirm "
                       "on; pass --yes", style="red", markup=False, highlight=False)
             return EXIT_FAIL
-        err.print(f"delete {what} ({_size(sum(p.bytes for p in parts))}) from {root}? [y/N] ",
+        size = sum(p.bytes + p.set_aside_bytes for p in parts)
+        err.print(f"delete {what} ({_size(size)}) from {root}? [y/N] ",
                   end="", markup=False, highlight=False)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             err.print("nothing deleted", markup=False)
             return EXIT_FAIL
-    import diskcache
-
     for p in parts:
-        if p.exists:
-            with diskcache.Cache(p.path) as cache:
-                cache.clear()
+        _clear_part(p)
     err.print(f"deleted {what} from {root}", markup=False, highlight=False)
     return EXIT_OK
+
+
+def _clear_list(parts: list[Part]) -> str:
+    """'38 responses and a corrupt trajectories store', or '' when there is nothing."""
+    items = []
+    for p in parts:
+        if p.problem:
+            items.append(f"a corrupt {p.name} store")
+        elif p.entries:
+            items.append(f"{p.entries} {p.name}")
+        if p.set_aside:
+            items.append(f"{len(p.set_aside)} set-aside {p.name} store(s)")
+    return " and ".join(items)
+
+
+def _clear_part(part: Part) -> None:
+    """Empty one store. A healthy one through diskcache, so a daemon using it keeps
+    working; one whose database cannot be read (or cleared) is removed whole."""
+    import diskcache
+
+    if part.exists and not part.problem:
+        try:
+            with diskcache.Cache(part.path) as cache:
+                cache.clear()
+        except (sqlite3.Error, OSError):
+            _remove(Path(part.path))
+    elif part.exists:
+        _remove(Path(part.path))
+    for aside in part.set_aside:
+        _remove(Path(aside))
+
+
+def _remove(folder: Path) -> None:
+    """Delete a store folder: renamed first, so nothing opens it half-deleted."""
+    doomed = folder.with_name(f".{folder.name}.deleting-{os.getpid()}")
+    try:
+        os.rename(folder, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed)
 
 
 def _size(n: int) -> str:

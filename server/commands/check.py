@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gpo_engine.check import CheckResult, find_targets, lock_path
 from gpo_server.commands.common import API_BASE_ENV, EXIT_FAIL, EXIT_OK
@@ -60,19 +61,39 @@ def run(args: argparse.Namespace, err: Console) -> int:
     api_base = args.api_base or os.environ.get(API_BASE_ENV) or None
     for prompt in targets.prompts:
         results.append(check_one(prompt, args, api_base))
-    if args.junit_xml:
-        write_junit(args.junit_xml, results, args.allow_missing)
+    junit_error = _write_junit_report(args, results)
     failed = [r for r in results if r.failed(args.allow_missing)]
     if args.json:
-        print(json.dumps({"ok": not failed, "results": [r.to_dict() for r in results]},
-                         indent=2))
+        out: dict[str, Any] = {"ok": not failed and junit_error is None,
+                               "results": [r.to_dict() for r in results]}
+        if junit_error is not None:
+            out["error"] = junit_error
+        print(json.dumps(out, indent=2))
     else:
         print_results(results, args.allow_missing)
-    return EXIT_FAIL if failed else EXIT_OK
+    if junit_error is not None:
+        err.print(Text.assemble(("error", "red"), " ", junit_error), highlight=False,
+                  soft_wrap=True)
+    return EXIT_FAIL if failed or junit_error is not None else EXIT_OK
+
+
+def _write_junit_report(args: argparse.Namespace, results: Sequence[CheckResult]) -> str | None:
+    """Write --junit-xml; the error message when it cannot be written (the results are
+    still printed: they were paid for)."""
+    from gpo_engine.atomic import WriteError
+
+    if not args.junit_xml:
+        return None
+    try:
+        write_junit(args.junit_xml, results, args.allow_missing)
+    except WriteError as error:
+        return str(error)
+    return None
 
 
 def check_one(prompt: Path, args: argparse.Namespace, api_base: str | None) -> CheckResult:
     """One prompt's check; every failure becomes an "error" result, never an exception."""
+    from gpo_engine.atomic import WriteError
     from gpo_engine.check import check_task
     from gpo_engine.errors import ConfigError, ModelCallError, SourceError, SpendLimitReached
     from gpo_engine.llm import NotCached
@@ -94,6 +115,10 @@ def check_one(prompt: Path, args: argparse.Namespace, api_base: str | None) -> C
             f"run `gpo check {prompt}` with model access once to fill the cache"))
     except (ModelCallError, SpendLimitReached, ConfigError) as error:
         return CheckResult(prompt, where, "error", (f"{prompt}: {error}",))
+    except WriteError as error:
+        # --update scored the prompt (its answers are cached: a rerun is free) but
+        # could not write the lock; the old lock, if any, is byte-identical.
+        return CheckResult(prompt, where, "error", (str(error),))
     finally:
         llm.close()
 
@@ -161,4 +186,6 @@ def write_junit(path: Path, results: Sequence[CheckResult], allow_missing: bool)
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    from gpo_engine import atomic
+
+    atomic.write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))

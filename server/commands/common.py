@@ -7,9 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gpo_engine.errors import GpoError
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # One variable for every command and the daemon, so they share one endpoint (and cache).
 API_BASE_ENV = "GPO_API_BASE"
+
+
+class CommandError(GpoError):
+    """A command cannot do what was asked. Raised, not printed, so gpo_server.cli
+    reports every failure one way: `error MESSAGE` on stderr, and with --json also
+    `{"error": MESSAGE, "problems": []}` on stdout, exiting with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def model_arguments() -> argparse.ArgumentParser:

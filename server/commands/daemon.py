@@ -17,7 +17,7 @@ from rich.table import Table
 from gpo_engine.errors import GpoError
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, connect, event_object
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, overrides
+from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, CommandError, overrides
 from gpo_server.runtime import start_args
 
 
@@ -53,7 +53,10 @@ def register(sub: Any) -> None:
 
 
 def _directory(args: argparse.Namespace) -> Path:
-    return runtime.ensure_runtime_dir(getattr(args, "runtime_dir", None))
+    try:
+        return runtime.ensure_runtime_dir(getattr(args, "runtime_dir", None))
+    except runtime.RuntimeDirError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _run(args: argparse.Namespace, err: Console) -> int:
@@ -69,8 +72,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         asyncio.run(serve(config, handle_signals=True,
                           ready=lambda s: err.print(f"gpo daemon {s.pid} on {s.address}")))
     except runtime.AlreadyRunning as exc:
-        err.print(f"[red]error[/red] {exc}")
-        return EXIT_FAIL
+        raise CommandError(str(exc)) from exc
     return EXIT_OK
 
 
@@ -83,8 +85,7 @@ def _start(args: argparse.Namespace, err: Console) -> int:
     try:
         status = runtime.ensure_daemon(directory, start_args(args))
     except runtime.RuntimeDirError as exc:
-        err.print(f"[red]error[/red] {exc}")
-        return EXIT_FAIL
+        raise CommandError(str(exc)) from exc
     err.print(f"started: pid {status.pid} on {status.address}")
     return EXIT_OK
 
@@ -142,7 +143,8 @@ def _status(args: argparse.Namespace, err: Console) -> int:
         health = _with_client(args, lambda c: c.health())
     except DaemonError as exc:
         if args.json:
-            print(json.dumps({"running": False, "message": exc.message}))
+            print(json.dumps({"running": False, "message": exc.message,
+                              "error": f"not running ({exc.message})", "problems": []}))
         else:
             err.print(f"not running ({exc.message})")
         return EXIT_FAIL
@@ -160,8 +162,7 @@ def _jobs(args: argparse.Namespace, err: Console) -> int:
     try:
         jobs = _with_client(args, lambda c: c.jobs())
     except DaemonError as exc:
-        err.print(f"[red]error[/red] {exc.message}")
-        return EXIT_FAIL
+        raise CommandError(exc.message) from exc
     if args.json:
         print(json.dumps({"jobs": jobs}, indent=2))
         return EXIT_OK

@@ -12,11 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
 from gpo_server.commands.common import (
     EXIT_FAIL,
     EXIT_OK,
+    CommandError,
     model_arguments,
     overrides,
     warn_unsent_config,
@@ -42,14 +44,11 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, err: Console) -> int:
     from gpo_engine.optimizer import optimize_task
-    from gpo_engine.promptfile import with_body
     from gpo_engine.task import load_task, open_llm, open_store
 
     task = load_task(args.path, **overrides(args))
     warn_unsent_config(task, err)
     estimate = _approve_estimate(task, args, err)
-    if estimate is None:
-        return EXIT_FAIL
     progress = _ProgressView(err, task.settings.candidates, task.settings.max_cost)
 
     async def run() -> Any:
@@ -71,30 +70,41 @@ def run(args: argparse.Namespace, err: Console) -> int:
             result = optimize_via_daemon(args, err, progress.on_event)
     else:
         result = asyncio.run(run())
-    written, code = False, EXIT_OK
-    if args.write and result.offered:
-        # Re-read: the user may have edited the file while the job ran.
-        from gpo_engine.promptfile import load_prompt
-
-        now = load_prompt(args.path)
-        if now.body != task.prompt.body:
-            # Still report the (paid for) result below; only the write is refused.
-            err.print("the file changed during the run; not writing", style="yellow")
-            code = EXIT_FAIL
-        else:
-            args.path.write_text(with_body(now, result.best), encoding="utf-8")
-            written = True
+    problem = _write_back(args, task, result) if args.write and result.offered else None
+    written = args.write and result.offered and problem is None
+    # The result is reported even when the write failed: it was paid for.
     if args.json:
-        print(json.dumps({**result.to_dict(), "written": written,
-                          "estimate": estimate.to_dict()}, indent=2))
-        return code
-    _print_result(result, written)
-    return code
+        out = {**result.to_dict(), "written": written, "estimate": estimate.to_dict()}
+        if problem is not None:
+            out["error"] = problem
+        print(json.dumps(out, indent=2))
+    else:
+        _print_result(result, written)
+    if problem is not None:
+        err.print(Text.assemble(("error", "red"), " ", problem), highlight=False, soft_wrap=True)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _write_back(args: argparse.Namespace, task: Any, result: Any) -> str | None:
+    """--write: the best prompt into the file's body, atomically; why not, when it was not."""
+    from gpo_engine.atomic import WriteError, write_text
+    from gpo_engine.promptfile import load_prompt, with_body
+
+    # Re-read: the user may have edited the file while the job ran.
+    now = load_prompt(args.path)
+    if now.body != task.prompt.body:
+        return f"{args.path}: the file changed during the run; not writing"
+    try:
+        write_text(args.path, with_body(now, result.best))
+    except WriteError as error:
+        return str(error)
+    return None
 
 
 def _approve_estimate(task: Any, args: argparse.Namespace, err: Console) -> Any:
-    """Print what the run will cost; the Estimate when it may start, None when it
-    must not: over the dollar cap, or over the confirmation threshold without a
+    """Print what the run will cost; the Estimate when it may start. CommandError when
+    it must not: over the dollar cap, or over the confirmation threshold without a
     yes (--yes, or an answer on a terminal)."""
     from gpo_engine.cost import CONFIRM_ABOVE, describe, estimate
     from gpo_engine.task import open_store
@@ -117,24 +127,21 @@ def _approve_estimate(task: Any, args: argparse.Namespace, err: Console) -> Any:
         err.print(f"note: the ${cap:.4f} cap cannot count {', '.join(est.unknown_price)} "
                   "(no price in litellm's map)", style="yellow", markup=False)
     if cap is not None and est.dollars > cap:
-        err.print(f"refusing to start: the estimate ${est.dollars:.4f} is over the cap "
-                  f"${cap:.4f} (--max-cost / gpo.max_cost); raise the cap or lower "
-                  "gpo.steps / gpo.candidates", style="red", markup=False, highlight=False)
-        return None
+        raise CommandError(f"refusing to start: the estimate ${est.dollars:.4f} is over the "
+                           f"cap ${cap:.4f} (--max-cost / gpo.max_cost); raise the cap or "
+                           "lower gpo.steps / gpo.candidates")
     threshold = CONFIRM_ABOVE if args.confirm_above is None else args.confirm_above
     if est.dollars <= threshold or args.yes:
         return est
     if not sys.stdin.isatty():
-        err.print(f"refusing to start: the estimate ${est.dollars:.4f} is over "
-                  f"${threshold:.2f} and there is no terminal to confirm on; pass --yes",
-                  style="red", markup=False, highlight=False)
-        return None
+        raise CommandError(f"refusing to start: the estimate ${est.dollars:.4f} is over "
+                           f"${threshold:.2f} and there is no terminal to confirm on; "
+                           "pass --yes")
     err.print(f"start it? the estimate is ${est.dollars:.4f} [y/N] ", end="", markup=False,
               highlight=False)
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
-        err.print("not started", markup=False)
-        return None
+        raise CommandError("not started")
     return est
 
 

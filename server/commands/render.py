@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gpo_server.commands.common import EXIT_OK, EXIT_USAGE
+from gpo_server.commands.common import EXIT_OK, EXIT_USAGE, CommandError
 
 
 def register(sub: Any) -> None:
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace, err: Console) -> int:
         row = RowData(input=given, messages=[_message(m) for m in history])
     else:
         if not 1 <= args.row <= len(rows):
-            err.print(f"--row {args.row}: {task.examples.path} has rows 1 to {len(rows)}")
-            return EXIT_USAGE
+            raise CommandError(f"--row {args.row}: {task.examples.path} has rows 1 to "
+                               f"{len(rows)}", EXIT_USAGE)
         row = row_data(sorted(rows, key=lambda e: e.line)[args.row - 1])
     request = render_request(task, task.prompt.body, row)
     if args.json:

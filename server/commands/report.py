@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, model_arguments, overrides
+from gpo_server.commands.common import EXIT_OK, CommandError, model_arguments, overrides
 
 if TYPE_CHECKING:
     from gpo_engine.task import Task
@@ -69,19 +69,21 @@ def run(args: argparse.Namespace, err: Console) -> int:
     task = load_task(args.path, **overrides(args))
     trajectory = latest_trajectory(task, args.cache_dir)
     if trajectory is None:
-        err.print(f"[red]error[/red] no optimization run recorded for {args.path}: "
-                  f"run `gpo optimize {args.path}` first", highlight=False)
-        return EXIT_FAIL
+        raise CommandError(f"no optimization run recorded for {args.path}: "
+                           f"run `gpo optimize {args.path}` first")
     if run_fingerprint(task, trajectory) is None:
         err.print("[yellow]warning[/yellow] the latest run was made with other settings, "
                   "models or examples than the file has now; its scores are shown as recorded "
                   "and any new ones use the current settings", highlight=False)
     with err.status(f"scoring {task.path.name} for the report"):
         report = asyncio.run(gather(task, trajectory, args))
+    from gpo_engine.atomic import write_text
     from gpo_server.report import render_html
 
     out = args.output or default_output(args.path)
-    out.write_text(render_html(report), encoding="utf-8")
+    # Atomic: a full disk leaves the previous report (or none), never a 0-byte page;
+    # the scores it needed are cached, so writing it again costs no model call.
+    write_text(out, render_html(report))
     if args.json:
         print(json.dumps({"path": str(task.path), "report": str(out),
                           "steps_done": trajectory.steps_done,

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, overrides
+from gpo_server.commands.common import EXIT_OK, CommandError, overrides
 from gpo_server.commands.report import latest_trajectory, run_arguments, run_fingerprint
 
 
@@ -45,13 +45,11 @@ def run(args: argparse.Namespace, err: Console) -> int:
     if args.import_file is not None:
         return _import(task, args, err)
     if args.output is not None and args.output.suffix == ".prompt":
-        err.print("[red]error[/red] refusing to write JSON lines over a .prompt file")
-        return EXIT_FAIL
+        raise CommandError("refusing to write JSON lines over a .prompt file")
     trajectory = latest_trajectory(task, args.cache_dir)
     if trajectory is None:
-        err.print(f"[red]error[/red] no optimization run recorded for {args.path}: "
-                  f"run `gpo optimize {args.path}` first", highlight=False)
-        return EXIT_FAIL
+        raise CommandError(f"no optimization run recorded for {args.path}: "
+                           f"run `gpo optimize {args.path}` first")
     from gpo_engine import trajectory_io
 
     fingerprint = run_fingerprint(task, trajectory)
@@ -75,8 +73,7 @@ def _import(task: Any, args: argparse.Namespace, err: Console) -> int:
 
     source: Path = args.import_file
     if not source.is_file():
-        err.print(f"[red]error[/red] {source}: no such file", highlight=False)
-        return EXIT_FAIL
+        raise CommandError(f"{source}: no such file")
     imported = trajectory_io.load(source)
     trajectory = imported.trajectory
     local = {**task.fingerprint(), "initial": trajectory.initial}
