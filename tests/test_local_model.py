@@ -88,7 +88,7 @@ def test_missing_llama_cpp_names_the_install_command(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError) as info:
         require("gemma-3-270m")
     assert "needs llama_cpp" in str(info.value)
-    assert "pip install 'gpo-lsp[local]'" in str(info.value)
+    assert "pip install '/path/to/gpo[local]'" in str(info.value)
 
 
 async def test_llm_reports_missing_llama_cpp_as_config_error(
@@ -101,7 +101,7 @@ async def test_llm_reports_missing_llama_cpp_as_config_error(
         lambda name, package=None: None if name == "llama_cpp" else real_find_spec(name, package),
     )
     llm = LLM(cache_dir=None)
-    with pytest.raises(ConfigError, match=r"pip install 'gpo-lsp\[local\]'"):
+    with pytest.raises(ConfigError, match=r"pip install '/path/to/gpo\[local\]'"):
         await llm.complete(GEMMA, [{"role": "user", "content": "x"}])
     assert llm.usage.calls == 0
 
