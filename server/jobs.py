@@ -397,8 +397,9 @@ class JobRegistry:
                 except ModelCallError as exc:
                     restart = False  # what finished is saved: never start over on a retry
                     job.failures += 1
-                    job.error, job.error_kind = str(exc), exc.kind
-                    if exc.kind not in RETRYABLE_KINDS or job.failures >= config.retry.attempts:
+                    job.error, job.error_kind = str(exc), failure_kind(exc)
+                    if (job.error_kind not in RETRYABLE_KINDS
+                            or job.failures >= config.retry.attempts):
                         job.state = "failed"
                         return
                     await self._back_off(job, exc)
@@ -445,6 +446,15 @@ class JobRegistry:
             write_private(state_file, json.dumps({"jobs": entries}, indent=1))
         except OSError as exc:
             log.warning("could not save %s: %s", state_file, exc)
+
+
+def failure_kind(exc: ModelCallError) -> str:
+    """How a failed run is handled: a "systemic" failure (every optimizer call of a step,
+    most rows of an evaluation) whose first error is a refused or missing key is "auth",
+    so the job fails at once instead of retrying what no wait can fix."""
+    if exc.kind == "systemic" and ": auth: " in str(exc):
+        return "auth"
+    return exc.kind
 
 
 def _close_llm(llm: LLM) -> None:

@@ -44,7 +44,11 @@ from gpo_server.lsp_actions import (
     resolve_apply,
     resolves_edits,
 )
-from gpo_server.lsp_diagnostics import diagnostics_by_file, suggestion_diagnostic
+from gpo_server.lsp_diagnostics import (
+    diagnostics_by_file,
+    failure_diagnostic,
+    suggestion_diagnostic,
+)
 from gpo_server.lsp_documents import Analysis, analyze, read_lossy
 from gpo_server.lsp_edits import suggested_document
 from gpo_server.lsp_hover import hover_markdown, messages_line
@@ -257,6 +261,8 @@ class GpoServer(LanguageServer):
             suggestion = state.suggestion_for(prompt.body) if state is not None else None
             if state is not None and suggestion is not None and suggestion.distance <= state.budget:
                 own.append(suggestion_diagnostic(text, len(prompt.frontmatter), suggestion))
+            if state is not None and state.job is not None and state.job.status == "failed":
+                own.append(failure_diagnostic(text, len(prompt.frontmatter), state.job))
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=own))
         published = set()

@@ -17,7 +17,7 @@ from lsprotocol.types import Diagnostic, DiagnosticSeverity, Position, Range
 
 from gpo_engine.errors import Problem
 from gpo_server.lsp_actions import format_gain
-from gpo_server.prompt_state import Suggestion
+from gpo_server.prompt_state import Job, Suggestion
 from gpo_server.text_positions import LineIndex
 
 SOURCE = "gpo"
@@ -92,15 +92,41 @@ def suggestion_message(suggestion: Suggestion) -> str:
 
 def suggestion_diagnostic(document: str, body_start: int, suggestion: Suggestion) -> Diagnostic:
     """Information diagnostic on the body's first non-blank line: a better prompt is ready."""
+    return Diagnostic(
+        range=first_body_line(document, body_start),
+        message=suggestion_message(suggestion),
+        severity=DiagnosticSeverity.Information,
+        source=SOURCE,
+    )
+
+
+def failure_message(job: Job) -> str:
+    """'GPO: optimizing failed: <why>', and for a key problem where the daemon reads keys."""
+    text = f"GPO: optimizing failed: {job.message or 'no reason given'}"
+    return text + (f" ({KEY_HINT})" if job.error_kind == "auth" else "")
+
+
+# The daemon reads API keys from the environment it was started in, not the editor's now.
+KEY_HINT = ("the daemon reads API keys from the environment it started in: set the key "
+            "there, then `gpo daemon stop`; the next action starts it again")
+
+
+def failure_diagnostic(document: str, body_start: int, job: Job) -> Diagnostic:
+    """Warning on the body's first non-blank line: the file's last run failed, and why."""
+    return Diagnostic(
+        range=first_body_line(document, body_start),
+        message=failure_message(job),
+        severity=DiagnosticSeverity.Warning,
+        source=SOURCE,
+    )
+
+
+def first_body_line(document: str, body_start: int) -> Range:
+    """The content of the template body's first non-blank line."""
     index = LineIndex(document)
     body = document[body_start:]
     first = body_start + (len(body) - len(body.lstrip()))
     line = index.position(first).line
     _, end_of_line = index.line_span(line)
     content_end = first + len(document[first:end_of_line].rstrip())
-    return Diagnostic(
-        range=Range(start=index.position(first), end=index.position(content_end)),
-        message=suggestion_message(suggestion),
-        severity=DiagnosticSeverity.Information,
-        source=SOURCE,
-    )
+    return Range(start=index.position(first), end=index.position(content_end))

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gpo_server.lsp_actions import apply_title, format_gain
-from gpo_server.prompt_state import Guard, PromptState, Summary, same_prompt
+from gpo_server.lsp_diagnostics import KEY_HINT
+from gpo_server.prompt_state import Guard, Job, PromptState, Summary, same_prompt
 
 if TYPE_CHECKING:
     from gpo_engine.examples import Example
@@ -75,6 +76,21 @@ def format_guard(guard: Guard) -> str:
     if guard.verdict == "worse":
         return "significantly worse on held-out test rows" + detail
     return "not significantly worse on held-out test rows" + detail
+
+
+def job_lines(job: Job | None) -> list[str]:
+    """What the file's job is doing: its step, why it retries, or why it failed."""
+    if job is None:
+        return []
+    if job.retrying:
+        return [f"- optimizing: {job.state}, step {job.step}/{job.total_steps}; retrying "
+                f"after: {job.message or 'model calls fail'}"]
+    if job.active:
+        return [f"- optimizing: {job.status}, step {job.step}/{job.total_steps}"]
+    if job.status != "failed":
+        return []
+    lines = [f"- last run failed: {job.message or 'no reason given'}"]
+    return lines + ([f"- {KEY_HINT}"] if job.error_kind == "auth" else [])
 
 
 def format_messages(roles: Sequence[str]) -> str:
@@ -156,11 +172,7 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
         dropped = ", ".join(f"{count} {_REASONS.get(reason, reason)}"
                             for reason, count in state.rejected)
         lines.append(f"- dropped candidates: {dropped}")
-    job = state.job
-    if job is not None and job.active:
-        lines.append(f"- optimizing: {job.status}, step {job.step}/{job.total_steps}")
-    elif job is not None and job.status == "failed":
-        lines.append(f"- last run failed: {job.message or 'no reason given'}")
+    lines.extend(job_lines(state.job))
     usage = state.usage
     lines.append(
         f"- tokens: {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion · "

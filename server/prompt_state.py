@@ -43,7 +43,10 @@ interval (null bounds when the per-row outcomes are not kept)::
         "status": "queued" | "running" | "finished" | "failed" | "cancelled",
         "step": int,             #   steps finished in this job's run
         "total_steps": int,
-        "message": str           #   why it failed or stopped; "" otherwise
+        "message": str,          #   why it failed, is retrying, or stopped; "" otherwise
+        "state": str,            #   optional: the exact state ("waiting" and "failing" are
+                                 #   "running" in `status`: they retry)
+        "error_kind": str        #   optional: the failure's kind ("auth", "rate_limit"...)
       }
     }
 
@@ -118,10 +121,17 @@ class Job:
     step: int
     total_steps: int
     message: str = ""
+    state: str = ""  # the daemon's exact state; "" from a daemon that does not send it
+    error_kind: str = ""
 
     @property
     def active(self) -> bool:
         return self.status in ("queued", "running")
+
+    @property
+    def retrying(self) -> bool:
+        """Running, but its model calls fail and it waits to try again."""
+        return self.active and self.state in ("waiting", "failing")
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,8 @@ def _job(value: Any) -> Job | None:
         step=_int(_get(data, "step", "job."), "job.step"),
         total_steps=_int(_get(data, "total_steps", "job."), "job.total_steps"),
         message=_text(data.get("message", ""), "job.message"),
+        state=_text(data.get("state", ""), "job.state"),
+        error_kind=_text(data.get("error_kind", ""), "job.error_kind"),
     )
 
 

@@ -447,9 +447,14 @@ async def test_model_outage_marks_the_job_and_other_jobs_keep_running(
         assert reason in seen[-1]["error"]
         b, _ = await client.create_job(fine)
         assert (await client.wait(b["id"]))["state"] == "finished"
-        now = await client.job(a["id"])
+        # It keeps retrying with backoff (the other job may finish before the first retry).
+        for _ in range(200):
+            now = await client.job(a["id"])
+            if now["attempts"] >= 2:
+                break
+            await asyncio.sleep(0.05)
         assert now["state"] == state and reason in now["error"]
-        assert now["attempts"] >= 2  # it keeps retrying with backoff
+        assert now["attempts"] >= 2
         listed = await client.prompt_state(broken)
         assert listed["job"]["status"] == "running" and listed["job"]["state"] == state
         assert reason in listed["job"]["message"]
@@ -469,6 +474,47 @@ async def test_auth_error_fails_the_job_without_retrying(
         assert done["state"] == "failed" and done["attempts"] == 1
         assert done["error_kind"] == "auth"
         assert (await client.health())["ok"]
+
+
+@pytest.mark.parametrize("path", ["direct", "litellm"])
+async def test_a_missing_api_key_fails_the_job_at_once_saying_what_to_set(
+        rt_dir: Path, model: ModelServer, tmp_path: Path, path: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenAI's own endpoint and no key: litellm raises a 500 "Missing credentials", the
+    # direct path refuses before sending; both are auth, and nothing retries them.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("GPO_DIRECT", "1" if path == "direct" else "0")
+    prompt = write_task(tmp_path / "ws", steps=2)
+    config = config_for(rt_dir, model, api_base=None, call_retries=3)
+    async with daemon(config, roots=(tmp_path / "ws",)) as (client, _):
+        job, _ = await client.create_job(prompt, {"model": "openai/gpt-4o-mini"})
+        states = [e.get("state") async for e in client.events(job["id"]) if e["kind"] == "state"]
+        done = await client.job(job["id"])
+        assert done["state"] == "failed" and done["attempts"] == 1
+        assert states == ["queued", "running"]  # never "failing ... retrying"
+        assert done["error_kind"] == "auth" and "Missing credentials" in done["error"]
+        assert "set OPENAI_API_KEY" in done["error"]
+        listed = await client.prompt_state(prompt)
+        assert listed["job"]["status"] == "failed" and "set OPENAI_API_KEY" in \
+            listed["job"]["message"]
+    assert model.requests == 0
+
+
+async def test_an_optimizer_without_access_fails_the_job_at_once(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    # Every optimizer call refused (401) ends the step as a "systemic" failure: still auth.
+    def refuse_rewrites(_index: int, body: dict[str, Any]) -> Fault | None:
+        asked = any("<START>" in str(m.get("content")) for m in body.get("messages", []))
+        return Fault(status=401) if asked else None
+
+    model._fault_fn = refuse_rewrites
+    prompt = write_task(tmp_path / "ws", steps=2)
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        job, _ = await client.create_job(prompt)
+        done = await client.wait(job["id"])
+        assert done["state"] == "failed" and done["attempts"] == 1
+        assert done["error_kind"] == "auth" and "check OPENAI_API_KEY" in done["error"]
 
 
 # ---------------------------------------------------------------- lifecycle

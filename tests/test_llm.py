@@ -489,6 +489,61 @@ def test_classify_litellm_exceptions() -> None:
     )
 
 
+async def test_a_missing_key_fails_at_once_saying_what_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OpenAI's own endpoint without a key: no request goes out, nothing is retried.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    llm = LLM(cache_dir=None, max_retries=3, backoff_base=0.01)
+    with pytest.raises(ModelCallError) as info:
+        await llm.complete("openai/gpt-4o-mini", HI)
+    assert info.value.kind == "auth" and "Missing credentials" in str(info.value)
+    assert "set OPENAI_API_KEY" in str(info.value)
+    assert llm.usage.retries == 0
+
+
+def test_missing_and_refused_keys_are_auth_with_what_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import litellm
+    import openai
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+
+    # What litellm raises here with no key, per provider: a 500, a connection error, an
+    # AuthenticationError; the OpenAI SDK's own refusal has no status at all.
+    openai_500 = litellm.InternalServerError(
+        "OpenAIException - Missing credentials. Please pass an `api_key`, or set the "
+        "`OPENAI_API_KEY` or `OPENAI_ADMIN_KEY` environment variable.", "openai", "gpt-4o-mini")
+    failure = classify_error(openai_500)
+    assert (failure.kind, failure.retry) == ("auth", False)
+    assert failure.message == ("Missing credentials. Please pass an `api_key`, or set the "
+                               "`OPENAI_API_KEY` or `OPENAI_ADMIN_KEY` environment variable; "
+                               "set OPENAI_API_KEY")
+    gemini = litellm.APIConnectionError(
+        "Missing Gemini API key. Set the GEMINI_API_KEY or GOOGLE_API_KEY environment variable."
+        "\nTraceback (most recent call last):\n  File x", "gemini", "gemini-1.5-flash")
+    assert classify_error(gemini).message == (
+        "Missing Gemini API key. Set the GEMINI_API_KEY or GOOGLE_API_KEY environment "
+        "variable; set GEMINI_API_KEY or GOOGLE_API_KEY")
+    sdk = openai.OpenAIError("The api_key client option must be set either by passing api_key "
+                             "to the client or by setting the OPENAI_API_KEY environment variable")
+    assert classify_error(sdk).kind == "auth"
+    assert classify_error(sdk).message.endswith("; set OPENAI_API_KEY")
+    # No variable in the words: litellm's own list for the provider names it.
+    anthropic = litellm.AuthenticationError("Missing Anthropic API Key", "anthropic",
+                                            "claude-3-5-haiku-20241022",
+                                            response=_response(401))
+    assert classify_error(anthropic).message.endswith("; set ANTHROPIC_API_KEY")
+    # A key that is there but refused: check it.
+    refused = litellm.PermissionDeniedError("no access to this model", "openai", "gpt-4o",
+                                            response=_response(403))
+    assert (classify_error(refused).kind, classify_error(refused).retry) == ("auth", False)
+    assert "no access to this model; check" in classify_error(refused).message
+    assert classify_error(litellm.InternalServerError("boom", "openai", "m")).kind == "server"
+
+
 def test_backoff_grows_and_is_capped() -> None:
     llm = LLM(cache_dir=None, backoff_base=1.0)
     assert 0.5 <= llm._backoff(1, None) <= 1.0

@@ -12,6 +12,7 @@ from gpo_engine.examples import load_examples
 from gpo_engine.promptfile import parse_prompt
 from gpo_server.lsp_diagnostics import (
     diagnostics_by_file,
+    failure_diagnostic,
     problem_range,
     suggestion_diagnostic,
     suggestion_message,
@@ -152,3 +153,21 @@ def test_suggestion_message_singular_word() -> None:
     suggestion = parse_state(data).suggestion
     assert suggestion is not None
     assert suggestion_message(suggestion) == "GPO: +10 pts on dev, 1 word"
+
+
+def test_a_failed_run_is_a_warning_on_the_first_body_line_saying_why() -> None:
+    front = "---\nmodel: openai/gpt-4o-mini\n---\n"
+    document = front + "\n  Classify {{review}}.  \nAnswer:\n"
+    job = parse_state(state_dict(job={
+        "id": "j", "status": "failed", "step": 0, "total_steps": 12, "error_kind": "auth",
+        "message": "openai/gpt-4o-mini: auth: Missing credentials; set OPENAI_API_KEY"})).job
+    assert job is not None
+    diag = failure_diagnostic(document, len(front), job)
+    assert span(diag.range) == (4, 2, 4, 22) and diag.severity == DiagnosticSeverity.Warning
+    assert diag.message.startswith("GPO: optimizing failed: openai/gpt-4o-mini: auth: Missing "
+                                   "credentials; set OPENAI_API_KEY (the daemon reads API keys")
+    other = parse_state(state_dict(job={"id": "j", "status": "failed", "step": 0,
+                                        "total_steps": 12, "message": "openai/x: other: 400"}))
+    assert other.job is not None
+    assert failure_diagnostic(document, len(front), other.job).message == \
+        "GPO: optimizing failed: openai/x: other: 400"

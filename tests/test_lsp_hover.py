@@ -55,6 +55,21 @@ def test_hover_shows_a_running_job_and_a_failure() -> None:
     )
 
 
+def test_hover_says_why_a_job_retries_and_what_to_set_for_a_key() -> None:
+    job = {"id": "j", "status": "running", "state": "failing", "step": 1, "total_steps": 12,
+           "message": "openai/x: server: HTTP 500"}
+    assert "- optimizing: failing, step 1/12; retrying after: openai/x: server: HTTP 500" in \
+        hover_markdown(parse_state(state_dict(job=job)), INITIAL)
+    failed = {**job, "status": "failed", "state": "failed", "error_kind": "auth",
+              "message": "openai/gpt-4o-mini: auth: Missing credentials; set OPENAI_API_KEY"}
+    lines = hover_markdown(parse_state(state_dict(job=failed)), INITIAL).splitlines()
+    at = lines.index("- last run failed: openai/gpt-4o-mini: auth: Missing credentials; "
+                     "set OPENAI_API_KEY")
+    assert lines[at + 1].startswith("- the daemon reads API keys from the environment it "
+                                    "started in") and "`gpo daemon stop`" in lines[at + 1]
+    assert not any(line.startswith("- optimizing") for line in lines)
+
+
 def test_hover_without_state() -> None:
     text = hover_markdown(None, INITIAL)
     assert text.startswith("**GPO**: not yet scored.")

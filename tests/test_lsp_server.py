@@ -69,22 +69,27 @@ def stop_daemon(directory: Path) -> None:
         time.sleep(0.05)
 
 
-def server_env(base: Path, api_base: str | None) -> dict[str, str]:
+def server_env(base: Path, api_base: str | None, without: tuple[str, ...] = ()
+               ) -> dict[str, str]:
     env = {**os.environ, "GPO_RUNTIME_DIR": str(base / "rt"), "GPO_CACHE_DIR": str(base / "cache"),
            "OPENAI_API_KEY": "test", "GPO_DAEMON_IDLE_TIMEOUT": "300"}
     env.pop("GPO_API_BASE", None)
     if api_base:
         env["GPO_API_BASE"] = api_base
+    for name in without:
+        env.pop(name, None)
     return env
 
 
 @contextlib.asynccontextmanager
 async def session(base: Path, client_name: str, root: Path, *, api_base: str | None = None,
                   init: dict[str, Any] | None = None,
-                  configuration: dict[str, Any] | None = None) -> AsyncIterator[LanguageClient]:
-    """A client connected to `python -m gpo_server.cli lsp`, initialized for `root`."""
+                  configuration: dict[str, Any] | None = None,
+                  without: tuple[str, ...] = ()) -> AsyncIterator[LanguageClient]:
+    """A client connected to `python -m gpo_server.cli lsp`, initialized for `root`;
+    `without`: environment variables the server (and the daemon it starts) does not get."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "gpo_server.cli", "lsp"],
-                                server_env=server_env(base, api_base))
+                                server_env=server_env(base, api_base, without))
     client = await config.start()
     assert isinstance(client, LanguageClient)
     read_actions_exactly(client)
@@ -358,6 +363,41 @@ async def test_stop_command_and_auto_optimize_on_save(short_dir: Path) -> None:
         assert stopped["state"] == "cancelled"
         await wait_until(lambda: ended(client, str(begun[0])), "the progress to end")
         assert await command(client, "gpo.stop", uri) is None  # nothing left to stop
+
+
+async def test_a_missing_api_key_fails_at_once_and_says_what_to_set(short_dir: Path) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=2, candidates=2)
+    init = {"models": {"task": "openai/gpt-4o-mini"}}
+    async with session(short_dir, "visual-studio-code", ws, init=init,
+                       without=("OPENAI_API_KEY", "OPENAI_BASE_URL")) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+        started = await command(client, "gpo.optimize", uri)
+        token = f"gpo-job-{started['job']}"
+        await wait_until(lambda: ended(client, token), "the job's progress to end")
+        assert ended(client, token)[0].message is not None
+        assert ended(client, token)[0].message.startswith("failed: openai/gpt-4o-mini: auth: ")
+        reports = [r.message or "" for r in client.progress_reports[token]
+                   if isinstance(r, types.WorkDoneProgressReport)]
+        assert not any("retrying" in m for m in reports)
+        jobs = await daemon_jobs(short_dir)
+        assert [(j["state"], j["attempts"], j["error_kind"]) for j in jobs] == [
+            ("failed", 1, "auth")]
+        told = await wait_until(lambda: [m for m in client.messages
+                                         if "set OPENAI_API_KEY" in m.message], "a message")
+        assert told[0].type == types.MessageType.Warning
+
+        def warning() -> list[types.Diagnostic]:
+            return [d for d in client.diagnostics.get(uri, [])
+                    if d.severity == types.DiagnosticSeverity.Warning]
+
+        found = await wait_until(warning, "the failure's diagnostic")
+        assert found[0].message.startswith("GPO: optimizing failed: openai/gpt-4o-mini: auth: ")
+        assert "set OPENAI_API_KEY" in found[0].message and found[0].range.start.line == 8
+        hover = await hover_text(client, uri, 8)
+        assert "- last run failed: openai/gpt-4o-mini: auth: Missing credentials" in hover
+        assert "set OPENAI_API_KEY" in hover and "optimizing: running" not in hover
 
 
 # ---------------------------------------------------------------------------
