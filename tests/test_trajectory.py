@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +18,13 @@ from gpo_engine.trajectory import (
     TrajectoryStore,
     trajectory_key,
 )
+from gpo_server.cli import main
+from tests.model_server import ModelServer
+from tests.scripted_models import ScriptedModels, write_capitals
+
+
+async def _gpo(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
 
 
 def _trajectory() -> Trajectory:
@@ -83,3 +95,146 @@ def test_unusable_directory_degrades(tmp_path: Path) -> None:
         store = TrajectoryStore(blocker / "sub")
     store.save(_trajectory())  # no crash
     assert store.load("k1") is None
+
+
+# -- records that do not validate, stores that are damaged ---------------------------
+
+
+def _edited(change: Any) -> str:
+    data = json.loads(_trajectory().to_json())
+    change(data)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda d: d.update(initial_dev="high"), "field 'initial_dev' should be a number"),
+    (lambda d: d.update(initial_dev=1e308), "should be a score from 0 to 100, got 1e+308"),
+    (lambda d: d.update(dev_n=-4), "field 'dev_n' should be 0 or more"),
+    (lambda d: d.update(total_steps=0), "1 steps recorded but total_steps is 0"),
+    (lambda d: d["steps"][0].update(candidates="x"), "'candidates' should be a list of objects"),
+    (lambda d: d["steps"][0].update(step=3), "step 0 is numbered 3"),
+    (lambda d: d["steps"][0]["candidates"][0].update(dev=250.0),
+     "step 0 candidate 0: field 'dev' should be a score from 0 to 100"),
+    (lambda d: d["steps"][0]["candidates"][0].update(text=None),
+     "field 'text' should be a string"),
+    (lambda d: d.update(steps={"0": {}}), "field 'steps' should be a list of steps"),
+    (lambda d: d.update(usage={"per_model": {"m": {"calls": "many"}}}),
+     "field 'usage': m calls should be an integer (0 or more)"),
+    (lambda d: d.update(usage={"per_model": {"m": {"cost": -1.0}}}),
+     "field 'usage': m cost should be a number (0 or more)"),
+    (lambda d: d.update(usage={"per_model": ["m"]}), "'per_model' should be an object"),
+    (lambda d: d["dev_outcomes"].update(x={"u": 7}), "numbers from 0 to 1"),
+    (lambda d: d.update(colour="red"), "unknown field(s) colour"),
+])
+def test_a_hand_edited_record_is_ignored_with_a_warning(tmp_path: Path, change: Any,
+                                                        reason: str) -> None:
+    # Before, these gave TypeError/AttributeError in optimize or report, or (1e308,
+    # a usage of the wrong shape) became the file's latest run.
+    store = TrajectoryStore(tmp_path / "t")
+    store._store.set("run:k1", _edited(change))  # type: ignore[union-attr]
+    store._store.set("path:/w/a.prompt", "k1")  # type: ignore[union-attr]
+    with pytest.warns(UserWarning, match="ignoring unreadable trajectory k1") as caught:
+        assert store.latest_for("/w/a.prompt") is None
+    assert reason in str(caught[0].message)
+    store.save(_trajectory())  # the next run's save replaces it
+    assert store.load("k1") == _trajectory()
+    store.close()
+
+
+def test_a_record_of_the_right_shape_loads() -> None:
+    t = _trajectory()
+    t.usage = {"calls": 3, "cost": 0.5, "unknown_price": False,
+               "per_model": {"m": {"calls": 3, "cost": 0.5, "unknown_price": False,
+                                   "a_field_of_a_newer_gpo": "kept out"}}}
+    assert Trajectory.from_json(t.to_json()) == t
+
+
+def _index_root(db: Path) -> int:
+    con = sqlite3.connect(db)
+    try:
+        root: int = con.execute("SELECT rootpage FROM sqlite_master "
+                                "WHERE name = 'Cache_key_raw'").fetchone()[0]
+    finally:
+        con.close()
+    return root
+
+
+def _ruin_the_key_index(db: Path) -> None:
+    """Overwrite the page of diskcache's key index (4 KB pages) with garbage."""
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+    finally:
+        con.close()
+    with open(db, "r+b") as f:
+        f.seek((_index_root(db) - 1) * 4096)
+        f.write(b"\xff" * 4096)
+
+
+def test_a_damaged_store_keeps_every_run_it_can_read(tmp_path: Path) -> None:
+    store = TrajectoryStore(tmp_path / "t")
+    runs = []
+    for n in range(3):
+        t = _trajectory()
+        t.key, t.path = f"k{n}", f"/w/{n}.prompt"
+        store.save(t)
+        runs.append(t)
+    store.close()
+    db = tmp_path / "t" / "cache.db"
+    _ruin_the_key_index(db)  # every lookup fails; every row is intact
+    again = TrajectoryStore(tmp_path / "t")
+    with pytest.warns(RuntimeWarning, match="trajectory store .* is corrupt") as caught:
+        assert again.latest_for("/w/0.prompt") == runs[0]
+    message = str(caught[0].message)
+    assert "with the 6 entries that could still be read" in message  # 3 runs, 3 paths
+    assert "start again from step 1" in message and "response cache" in message
+    assert [again.latest_for(f"/w/{n}.prompt") for n in range(3)] == runs
+    assert len(list(tmp_path.glob("t.corrupt-*"))) == 1
+    again.close()
+
+
+async def test_optimize_report_and_export_survive_a_truncated_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    prompt, cache = write_capitals(tmp_path / "p"), tmp_path / "cache"
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        common = ["--api-base", server.api_base, "--cache-dir", str(cache)]
+        assert await _gpo("optimize", str(prompt), *common, "--json") == 0
+        first = json.loads(capsys.readouterr().out)
+        db = cache / "trajectories" / "cache.db"
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert await _gpo("optimize", str(prompt), *common, "--json") == 0
+        again = json.loads(capsys.readouterr().out)
+        # Nothing could be kept, so the run starts over, and as the warning says,
+        # replaying the finished steps costs no model call: every answer is cached.
+        assert again["steps_done"] == first["steps_done"] and again["best"] == first["best"]
+        assert again["usage"]["calls"] == 0
+        [warning] = [str(w.message) for w in caught if "trajectory store" in str(w.message)]
+        assert "is corrupt" in warning and "with the 0 entries" in warning
+        assert await _gpo("report", str(prompt), *common, "--no-test",
+                          "-o", str(tmp_path / "r.html")) == 0
+        assert await _gpo("trajectory", str(prompt), "--jsonl", "--cache-dir", str(cache)) == 0
+
+
+async def test_report_and_export_on_a_store_damaged_under_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    prompt, cache = write_capitals(tmp_path / "p"), tmp_path / "cache"
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        assert await _gpo("optimize", str(prompt), "--api-base", server.api_base,
+                          "--cache-dir", str(cache), "--json") == 0
+    capsys.readouterr()
+    db = cache / "trajectories" / "cache.db"
+    _ruin_the_key_index(db)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert await _gpo("trajectory", str(prompt), "--jsonl", "--cache-dir", str(cache)) == 0
+        assert await _gpo("report", str(prompt), "--cache-dir", str(cache), "--no-test",
+                          "-o", str(tmp_path / "r.html")) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["kind"] == "trajectory"
+    assert sum("trajectory store" in str(w.message) for w in caught) == 1  # healed once

@@ -141,6 +141,30 @@ def test_malformed_lines_are_all_reported_with_their_line_numbers() -> None:
     (lambda o: o[1].update(text=None), 2, "outcomes need a string 'text'"),
     (lambda o: o[1].update(extra=1), 2, "unknown field(s) extra"),
     (lambda o: o.insert(2, dict(o[1])), 3, "outcomes of this prompt were already given"),
+    # Values of the right type that no run can have: refused, never the file's latest run.
+    (lambda o: o[0].update(initial_dev=1e308), 1,
+     "field 'initial_dev' should be a score from 0 to 100, got 1e+308"),
+    (lambda o: o[0].update(initial_dev=float("nan")), 1,
+     "field 'initial_dev' should be a number, got NaN"),
+    (lambda o: o[0].update(dev_n=-1), 1, "field 'dev_n' should be 0 or more, got -1"),
+    (lambda o: o[0].update(total_steps=1), 1, "2 steps follow, but total_steps is 1"),
+    (lambda o: o[0].update(usage={"per_model": {"m": {"calls": "many"}}}), 1,
+     "field 'usage': m calls should be an integer (0 or more), got \"many\""),
+    (lambda o: o[0].update(usage={"per_model": {"m": {"cost": float("inf")}}}), 1,
+     "field 'usage': m cost should be a number (0 or more), got Infinity"),
+    (lambda o: o[0].update(usage={"per_model": ["m"]}), 1,
+     "field 'usage': 'per_model' should be an object"),
+    (lambda o: o[0].update(usage={"calls": "3"}), 1,
+     "field 'usage': calls should be a number (0 or more), got \"3\""),
+    (lambda o: o[2].update(chosen_dev=-5.0), 3,
+     "field 'chosen_dev' should be a score from 0 to 100, got -5.0"),
+    (lambda o: o[2].update(budget=-2), 3, "field 'budget' should be 0 or more, got -2"),
+    (lambda o: o[3].update(dev=100.5), 4, "field 'dev' should be a score from 0 to 100, got 100.5"),
+    (lambda o: o[3].update(distance=-7), 4,
+     "field 'distance' should be 0 or more (or -1: not measured), got -7"),
+    (lambda o: o[3].update(text=5), 4, "field 'text' should be a string, got 5"),
+    (lambda o: o[1].update(scores={"r1": float("nan")}), 2,
+     "'scores' must map row ids to numbers from 0 to 1"),
 ])
 def test_each_bad_line_names_its_line(edit: Any, line: int, message: str) -> None:
     objs = _lines()
@@ -237,3 +261,22 @@ def test_cli_export_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "no optimization run recorded" in capsys.readouterr().err
     assert main(["trajectory", str(prompt), "--import", str(tmp_path / "missing.jsonl"),
                  "--cache-dir", str(tmp_path / "c")]) == 1
+
+
+def test_cli_import_refuses_an_impossible_score_and_stores_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_report import _write_task
+
+    prompt = _write_task(tmp_path / "p")
+    lines = _lines()
+    lines[0].update(initial_dev=1e308)
+    bad = tmp_path / "run.jsonl"
+    bad.write_text(_text(lines), encoding="utf-8")
+    code = main(["trajectory", str(prompt), "--import", str(bad),
+                 "--cache-dir", str(tmp_path / "c")])
+    assert code == 1
+    assert (f"{bad}:1:1: field 'initial_dev' should be a score from 0 to 100, got 1e+308"
+            in capsys.readouterr().err)
+    store = open_store(tmp_path / "c")
+    assert store.latest_for(str(prompt.resolve())) is None
+    store.close()
