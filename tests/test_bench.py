@@ -119,3 +119,25 @@ def test_quality_quick(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "q.json").read_text())
     assert set(saved["results"]["bool"]) == set(methods)
     check_headline(out)
+
+
+def test_peers_quick() -> None:
+    # The peers (DSPy, GEPA) run only where `bench/peers.py --setup` made their venv;
+    # without it the script measures gpo alone and says so.
+    peers = (BENCH / ".peers-venv" / "bin" / "python").exists()
+    tools = ["gpo", "dspy", "gepa"] if peers else ["gpo"]
+    out = run_quick("peers.py", timeout=600)
+    assert headers(out)[0][:6] == ["C", "tool", "requests", "eval s", "ideal s", "eval / ideal"]
+    assert column(out, 0, "tool") == tools
+    assert column(out, 0, "requests") == ["32"] * len(tools)  # one call a row, every tool
+    assert column(out, 0, "score") == ["100%"] * len(tools)  # the same work, done right
+    assert column(out, 0, "429s") == ["0"] * len(tools)  # none goes past C
+    assert all(float(v) > 0 for v in column(out, 0, "peak RSS MB"))
+    assert column(out, 1, "tool") == ["bare aiohttp (floor)", *tools]
+    assert all(math.isfinite(float(v)) for v in column(out, 1, "gap ms / call"))
+    facts = dict(zip(column(out, 2, "tool"), column(out, 2, "model path (gpo eval --json)"),
+                     strict=True))
+    assert facts["gpo"] == "direct"  # openai/bench behind --api-base: gpo's own client
+    assert set(column(out, 2, "litellm imported")) <= {"True", "False"}
+    assert ("peers skipped" in out) is not peers
+    check_headline(out)
