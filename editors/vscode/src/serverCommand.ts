@@ -96,7 +96,8 @@ export function resolveServerCommand(input: ResolveInput): Resolved {
     ok: false,
     message:
       `Cannot find the gpo language server: no gpo on PATH${where}. ` +
-      "Install it with `pip install gpo-lsp` in your Python environment, " +
+      "Install it from a clone of the gpo repository with " +
+      "`pip install /path/to/gpo` in your Python environment (or `pipx install /path/to/gpo`), " +
       "or set gpo.server.path.",
   };
 }

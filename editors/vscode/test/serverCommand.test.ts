@@ -72,7 +72,10 @@ test("nothing found explains how to install", () => {
   assert.equal(result.ok, false);
   const message = !result.ok ? result.message : "";
   assert.match(message, /next to \/venv\/bin\/python/);
-  assert.match(message, /pip install gpo-lsp/);
+  // A command that works from a clone: no package index serves gpo.
+  assert.match(message, /pip install \/path\/to\/gpo/);
+  assert.match(message, /pipx install \/path\/to\/gpo/);
+  assert.doesNotMatch(message, /gpo-lsp/);
 });
 
 test("Windows: Scripts folder, .exe names and ; separated PATH", () => {
