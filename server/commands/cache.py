@@ -7,6 +7,12 @@ weights (`models/`). `clear` empties the response cache, and the trajectories
 only when asked (`--trajectories`); it never deletes model weights. Entries
 are removed through diskcache, so a daemon using the cache at the same time
 keeps working.
+
+A damaged store never stops either command: `info` reads each database
+read-only (never creating or repairing anything) and reports one SQLite calls
+corrupt, with the damaged copies a run set aside (`<name>.corrupt-<time>`,
+gpo_engine.diskstore); `clear` removes a store it cannot clear through
+diskcache, and those copies too.
 """
 
 from __future__ import annotations
