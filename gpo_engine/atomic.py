@@ -20,6 +20,7 @@ already handle OSError (the daemon's state files) keep doing so.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -66,6 +67,11 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
         before = None
     except OSError as error:
         raise WriteError(path, error, existed=True) from error
+    if before is not None and not os.access(target, os.W_OK):
+        # A rename would replace a file we may not write (chmod 444, another user's):
+        # refuse, as writing it in place would have.
+        denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        raise WriteError(path, denied, existed=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         # A new file without a given mode gets 0666 minus the umask, as open() would give.

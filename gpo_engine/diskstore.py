@@ -72,7 +72,8 @@ def make_private_dir(directory: Path) -> None:
         raise PermissionError(errno.EPERM, f"owned by another user (uid {info.st_uid}), and "
                               "diskcache unpickles what it reads", str(directory))
     if stat.S_IMODE(info.st_mode) != 0o700:
-        os.chmod(directory, 0o700)
+        with contextlib.suppress(OSError):  # a file system without modes (vfat): as it is
+            os.chmod(directory, 0o700)
 
 
 def _make_private_db(directory: Path) -> None:
@@ -81,7 +82,7 @@ def _make_private_db(directory: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # absent, or a file system without modes
             path = directory / name
             if stat.S_IMODE(path.stat().st_mode) & 0o077:
                 os.chmod(path, 0o600)
@@ -165,13 +166,26 @@ class DiskStore:
 
     def set_many(self, items: Mapping[str, Any]) -> bool:
         """Store every item in one transaction; False when nothing could be stored."""
+        def write(cache: diskcache.Cache) -> None:
+            with cache.transact():
+                for key, value in items.items():
+                    cache.set(key, value)
+
+        return self._write(write)
+
+    def set(self, key: str, value: Any) -> bool:
+        """Store one item. Not through set_many: diskcache's set is atomic by itself, and
+        an explicit transaction around it costs 750 instead of 490 us per answer (measured,
+        2000 answers), spent on the event loop."""
+        return self._write(lambda cache: cache.set(key, value))
+
+    def _write(self, write: Callable[[diskcache.Cache], object]) -> bool:
+        """Run `write`; rebuild a corrupt store and try once more; stop writing on a full disk."""
         if self.cache is None or not self.writable:
             return False
         for attempt in (1, 2):
             try:
-                with self.cache.transact():
-                    for key, value in items.items():
-                        self.cache.set(key, value)
+                write(self.cache)
                 return True
             except sqlite3.DatabaseError as error:
                 if attempt == 1 and is_corruption(error):
@@ -184,9 +198,6 @@ class DiskStore:
                 self._stop_writing(error)
             return False
         return False
-
-    def set(self, key: str, value: Any) -> bool:
-        return self.set_many({key: value})
 
     def delete(self, key: str) -> None:
         if self.cache is not None:

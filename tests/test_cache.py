@@ -539,3 +539,21 @@ def test_a_corrupt_store_that_cannot_be_moved_runs_without_it(
     with pytest.warns(RuntimeWarning, match="could not be replaced"):
         healthy._try_heal(__import__("sqlite3").DatabaseError("database disk image is malformed"))
     assert healthy.get("k") is None and healthy.set("k", "w") is False
+
+
+def test_a_file_system_without_modes_still_caches(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from gpo_engine.diskstore import DiskStore
+
+    (tmp_path / "store").mkdir(mode=0o755)
+    (tmp_path / "store").chmod(0o755)
+
+    def refused(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # vfat, some FUSE mounts
+
+    monkeypatch.setattr(os, "chmod", refused)
+    store = DiskStore(tmp_path / "store", label="test store", lost="")
+    assert store.set("k", "v") and store.get("k") == "v"
+    store.close()

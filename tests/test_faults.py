@@ -160,6 +160,21 @@ def test_permissions_are_kept_and_a_symlink_stays_a_link(tmp_path: Path) -> None
     assert link.is_symlink() and private.read_text() == "through the link"
 
 
+def test_a_file_we_may_not_write_is_refused_not_replaced(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "t.prompt"
+    target.write_text("read-only")
+    target.chmod(0o444)
+    real_access = os.access
+    # As an ordinary user sees it (root may write anything, so ask os.access to say no).
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == target
+                        else real_access(path, mode))
+    with pytest.raises(WriteError, match=f"^permission denied writing {target}; the file is "
+                                         "unchanged$"):
+        atomic.write_text(target, "new")
+    assert target.read_text() == "read-only" and _leftovers(tmp_path) == []
+
+
 def test_text_is_written_byte_for_byte(tmp_path: Path) -> None:
     target = tmp_path / "crlf.prompt"
     atomic.write_text(target, "a\r\nb «naïve»\n")
