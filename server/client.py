@@ -97,20 +97,26 @@ class DaemonClient:
         await self._json("POST", "/v1/shutdown")
 
     async def events(self, job_id: str, since: int = 0) -> AsyncIterator[dict[str, Any]]:
-        """The job's events (earlier ones first), until its `end` event."""
+        """The job's events (earlier ones first), until its `end` event.
+
+        A stream that stops before `end` means the daemon went away (stopped,
+        killed, restarted): DaemonError with status 0, code "disconnected"."""
         session = self._open()
         headers = {"Last-Event-ID": str(since)} if since else {}
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        ended = False
         try:
             async with session.get(self._url(f"/v1/jobs/{job_id}/events"), headers=headers,
                                    timeout=timeout) as response:
                 if response.status >= 400:
                     raise await _error_of(response)
                 async for event in _parse_sse(response.content):
+                    ended = event.get("kind") == "end"
                     yield event
-        except aiohttp.ClientConnectionError as exc:
-            raise DaemonError(0, "unreachable", f"lost the daemon at {self.address}: {exc}") \
-                from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise lost(self.address, exc) from exc
+        if not ended:
+            raise lost(self.address, None)
 
     async def wait(self, job_id: str) -> dict[str, Any]:
         """Follow the job's events until it ends; returns the job."""
@@ -153,9 +159,31 @@ class DaemonClient:
                     raise await _error_of(response)
                 data: dict[str, Any] = await response.json()
                 return data
-        except aiohttp.ClientConnectionError as exc:
-            raise DaemonError(0, "unreachable",
-                              f"cannot reach the gpo daemon at {self.address}: {exc}") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise unreachable(self.address, exc) from exc
+        except asyncio.TimeoutError as exc:
+            raise DaemonError(0, "timeout", f"the gpo daemon did not answer within "
+                              f"{self._timeout:.0f} s") from exc
+
+
+def unreachable(address: str, exc: BaseException) -> DaemonError:
+    """A request that got no usable answer, in words (the socket's error stays in `details`:
+    the editor shows the message, and "[Errno 111] Connect call failed" helps nobody there)."""
+    if isinstance(exc, aiohttp.ClientConnectorError | FileNotFoundError | ConnectionRefusedError):
+        message = f"the gpo daemon is not running (nothing answers at {address})"
+    elif isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
+        message = "the gpo daemon sent an answer that is not JSON"
+    else:
+        message = "the gpo daemon went away before it answered"
+    return DaemonError(0, "unreachable", message, {"cause": repr(exc)})
+
+
+def lost(address: str, exc: BaseException | None) -> DaemonError:
+    """A job's event stream that broke or ended before the job did: the daemon went away."""
+    if isinstance(exc, aiohttp.ClientConnectorError | FileNotFoundError | ConnectionRefusedError):
+        return unreachable(address, exc)
+    return DaemonError(0, "disconnected", "the gpo daemon stopped while following the job",
+                       {"cause": repr(exc)} if exc is not None else {})
 
 
 async def _error_of(response: aiohttp.ClientResponse) -> DaemonError:

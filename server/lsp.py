@@ -52,6 +52,7 @@ from gpo_server.lsp_diagnostics import (
 from gpo_server.lsp_documents import Analysis, analyze, read_lossy
 from gpo_server.lsp_edits import suggested_document
 from gpo_server.lsp_hover import hover_markdown, messages_line
+from gpo_server.lsp_link import Link, job_token, lost_message, reconnect_delay, stale_view
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
 from gpo_server.prompt_state import PromptState, ScoredPrompt, Summary, normalize, parse_state
 from gpo_server.runtime import DaemonError
@@ -100,6 +101,9 @@ class GpoServer(LanguageServer):
         self._registered: set[Path] = set()
         self._tokens = itertools.count(1)
         self._warned_unreachable = False
+        self.link: Link = "unknown"  # see lsp_link
+        self._reconnector: asyncio.Task[None] | None = None
+        self._follows: dict[str, int] = {}  # job id -> times followed (for fresh tokens)
 
     # -- small helpers ---------------------------------------------------------
 
@@ -145,11 +149,18 @@ class GpoServer(LanguageServer):
                 self._client = await self._connect()
                 self._registered = set()
                 self._warned_unreachable = False
+            client = self._client
             missing = {r for r in self.roots if r not in self._registered and r.is_dir()}
             if missing:
-                await self._client.register_roots(sorted(missing))
+                try:
+                    await client.register_roots(sorted(missing))
+                except DaemonError as exc:
+                    if exc.status == 0:  # gone: the next call connects (and starts) again
+                        self._client = None
+                        await client.close()
+                    raise
                 self._registered |= missing
-            return self._client
+            return client
 
     async def _connect(self) -> DaemonClient:
         # aiohttp (~0.1 s) is imported here, after `initialize` has been answered.
@@ -171,15 +182,66 @@ class GpoServer(LanguageServer):
         if client is not None:
             await client.close()
 
+    async def _forget(self, client: DaemonClient | None) -> None:
+        """Drop `client` if it is still the one in use: the next request connects again,
+        starting the daemon when none serves."""
+        if client is not None and client is self._client:
+            await self._drop_client()
+
     async def call(self, request: Callable[[DaemonClient], Awaitable[T]]) -> T:
-        """One daemon request; a lost daemon is forgotten, so the next call starts one."""
-        client = await self.daemon()
-        try:
-            return await request(client)
-        except DaemonError as exc:
-            if exc.status == 0:
-                await self._drop_client()
-            raise
+        """One daemon request. When a link that was up breaks, the user is told (once) and
+        the request is sent once more, to a daemon started again on demand: an action
+        after `gpo daemon stop` works instead of failing."""
+        for attempt in range(2):
+            was = self.link
+            client: DaemonClient | None = None
+            try:
+                client = await self.daemon()
+                result = await request(client)
+            except DaemonError as exc:
+                if exc.status != 0:
+                    raise
+                await self._forget(client)
+                self.link_broken(exc)
+                if was != "up" or attempt:
+                    raise
+                continue
+            self.link_restored()
+            return result
+        raise AssertionError("the loop above returns or raises")
+
+    def link_broken(self, exc: DaemonError) -> None:
+        """The daemon stopped answering: tell the user once, show the state as stale, and
+        reconnect in the background."""
+        if self.link != "up":
+            self.report_unreachable(exc)
+            return
+        self.link = "down"
+        self.tell(types.MessageType.Warning, lost_message(exc.message))
+        for doc in list(self.documents.values()):
+            self.publish(doc)  # the failed job's warning, if any, is from before
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = self.spawn(self._reconnect())
+
+    def link_restored(self) -> None:
+        """A request was answered; after an outage, fetch every open file's state again
+        (which follows a resumed job under a fresh progress token)."""
+        previous, self.link = self.link, "up"
+        if previous != "down":
+            return
+        self._warned_unreachable = False
+        self.log(types.MessageType.Info, "reconnected to the gpo daemon")
+        for doc in list(self.documents.values()):
+            if doc.path is not None:
+                self.spawn(self.refresh(doc.path))
+
+    async def _reconnect(self) -> None:
+        attempt = 0
+        while self.link == "down":
+            await asyncio.sleep(reconnect_delay(attempt))
+            attempt += 1
+            with contextlib.suppress(DaemonError):
+                await self.call(lambda c: c.health())
 
     def report_unreachable(self, exc: DaemonError) -> None:
         if not self._warned_unreachable:
@@ -240,7 +302,7 @@ class GpoServer(LanguageServer):
         measured = self.measured.get((key, normalize(body)))
         if measured is not None:
             state = with_scores(state, body, *measured)
-        return state
+        return stale_view(state, self.link)
 
     def publish(self, doc: OpenDocument) -> None:
         analysis = doc.analysis
@@ -331,11 +393,13 @@ class GpoServer(LanguageServer):
         return True
 
     async def _follow(self, job_id: str, key: str) -> None:
-        token = f"gpo-job-{job_id}"
+        self._follows[job_id] = self._follows.get(job_id, 0) + 1
+        token = job_token(job_id, self._follows[job_id])
         name = Path(key).name
         shown = await self.begin_progress(token, f"GPO: optimizing {name}")
         self.progress_jobs[token] = job_id
         last: dict[str, Any] | None = None
+        client: DaemonClient | None = None
         try:
             client = await self.daemon()
             async for event in client.events(job_id):
@@ -348,17 +412,23 @@ class GpoServer(LanguageServer):
                 if event.get("kind") == "step_finished":
                     await self.refresh(Path(key))
         except DaemonError as exc:
-            self.log(types.MessageType.Warning, f"lost the progress of {name}: {exc.message}")
+            if exc.status == 0:
+                await self._forget(client)
+                self.link_broken(exc)
+            else:
+                self.log(types.MessageType.Warning, f"lost the progress of {name}: "
+                         f"{exc.message}")
         finally:
             self.progress_jobs.pop(token, None)
             self.followers.pop(job_id, None)
             if shown:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(
-                    message=end_message(last)))
+                    message=end_message(last, self.link == "down")))
         if last is not None and last.get("kind") == "end" and last.get("state") == "failed":
             self.tell(types.MessageType.Warning,
                       f"optimizing {name} failed: {last.get('error') or 'no reason given'}")
-        await self.refresh(Path(key))
+        if self.link != "down":  # else the reconnection fetches it, and follows the job again
+            await self.refresh(Path(key))
 
     async def optimize(self, doc: OpenDocument) -> dict[str, Any]:
         path = self.require_file(doc)
@@ -519,9 +589,10 @@ def progress_report(event: Mapping[str, Any]) -> tuple[str, int | None] | None:
     return None
 
 
-def end_message(event: Mapping[str, Any] | None) -> str:
+def end_message(event: Mapping[str, Any] | None, daemon_gone: bool = False) -> str:
     if event is None or event.get("kind") != "end":
-        return "stopped following"
+        return ("paused: the gpo daemon stopped; it goes on when the daemon is back"
+                if daemon_gone else "stopped following")
     state = str(event.get("state"))
     result = event.get("result") or {}
     if state == "finished" and isinstance(result, Mapping) and "best_dev" in result:
@@ -568,7 +639,8 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
 
     async def register_roots(ls: GpoServer) -> None:
         try:
-            await ls.daemon()  # connects (starting the daemon) and registers the roots
+            # Connects (starting the daemon), registers the roots, and marks the link up.
+            await ls.call(lambda c: c.health())
         except DaemonError as exc:
             ls.report_unreachable(exc)
 
@@ -669,7 +741,8 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
             return None  # the diagnostics say what to fix first
         sample = doc.analysis.sample if doc.analysis is not None else None
         markdown = hover_markdown(ls.state_for(doc, prompt.body), prompt.body,
-                                  messages=messages_line(prompt, sample))
+                                  messages=messages_line(prompt, sample),
+                                  daemon_down=ls.link == "down")
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                                         value=markdown))
 

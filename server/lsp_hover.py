@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from gpo_server.lsp_actions import apply_title, format_gain
 from gpo_server.lsp_diagnostics import KEY_HINT
+from gpo_server.lsp_link import DOWN_LINE
 from gpo_server.prompt_state import Guard, Job, PromptState, Summary, same_prompt
 
 if TYPE_CHECKING:
@@ -120,16 +121,20 @@ def messages_line(prompt: PromptFile, sample: Example | None) -> str | None:
     return format_messages([message.role for message in messages])
 
 
-def hover_markdown(state: PromptState | None, body: str, messages: str | None = None) -> str:
+def hover_markdown(state: PromptState | None, body: str, messages: str | None = None,
+                   daemon_down: bool = False) -> str:
     """Scores of `body`, the trajectory's best, step, budget, spend and score history,
-    and `messages` (see messages_line) when given."""
+    and `messages` (see messages_line) when given; `daemon_down`: the link to the daemon
+    broke, and what is shown is from before (lsp_link)."""
     shape = [f"- {messages}"] if messages else []
+    down = [DOWN_LINE] if daemon_down else []
     if state is None:
         return "\n\n".join([
             "**GPO**: not yet scored.",
             "Run the code action *Re-score* to score this prompt, "
-            "or *Optimize this prompt* to start GPO.", *shape])
-    lines = [f"**GPO** · step {state.steps_done}/{state.total_steps} · budget {state.budget} words"]
+            "or *Optimize this prompt* to start GPO.", *down, *shape])
+    lines = [f"**GPO** · step {state.steps_done}/{state.total_steps} · budget {state.budget} words",
+             *down]
     current = state.lookup(body)
     if current is None:
         lines.append("")

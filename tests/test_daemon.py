@@ -572,6 +572,37 @@ async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
         assert done["state"] == "finished" and done["step"] == 4
 
 
+async def test_a_missing_daemon_and_a_broken_stream_are_plain_sentences(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    # Nothing listens: no "[Errno 111] Connect call failed" reaches the user.
+    nowhere = f"unix:{tmp_path / 'none.sock'}"
+    async with DaemonClient(nowhere) as client:
+        with pytest.raises(DaemonError) as info:
+            await client.health()
+    assert (info.value.status, info.value.code) == (0, "unreachable")
+    assert info.value.message == f"the gpo daemon is not running (nothing answers at {nowhere})"
+    assert "No such file" in info.value.details["cause"]  # kept for the logs, not shown
+    # The daemon stops while a client follows a job: the stream's end is not the job's.
+    prompt = write_task(tmp_path / "ws", steps=4)
+    model.latency = 0.05
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, task):
+        job, _ = await client.create_job(prompt)
+        seen = []
+        with pytest.raises(DaemonError) as lost:
+            async for event in client.events(job["id"]):
+                seen.append(event)
+                if event["kind"] == "step_finished":
+                    async with DaemonClient(client.address) as other:
+                        await other.shutdown()
+        await asyncio.wait_for(task, 30)
+        assert seen and seen[-1]["kind"] != "end"
+        assert (lost.value.status, lost.value.code) == (0, "disconnected")
+        assert lost.value.message == "the gpo daemon stopped while following the job"
+        with pytest.raises(DaemonError) as gone:
+            await client.job(job["id"])
+        assert gone.value.status == 0 and "Errno" not in gone.value.message
+
+
 def test_client_module_does_not_import_the_model_layer() -> None:
     code = ("import sys, gpo_server.client, gpo_server.runtime\n"
             "bad = [m for m in ('litellm', 'gpo_engine.task', 'gpo_engine.llm', "

@@ -8,7 +8,6 @@ so it gets the apply action's edit in the listing.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +19,14 @@ from gpo_engine.promptfile import parse_prompt
 from tests.model_server import ModelServer
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_edits import apply
-from tests.test_lsp_server import command, ended, open_doc, session, wait_until
+from tests.test_lsp_server import (
+    actions_after_the_job,
+    command,
+    ended,
+    open_doc,
+    session,
+    wait_until,
+)
 
 REWRITE = types.CodeActionKind.RefactorRewrite
 
@@ -58,11 +64,8 @@ async def test_actions_where_each_editor_looks_and_an_edit_it_can_apply(
         await wait_until(lambda: any(d.severity == types.DiagnosticSeverity.Information
                                      for d in client.diagnostics.get(uri, [])),
                          "the suggestion's diagnostic")
-        for _ in range(200):  # the state after the job's end arrives just after its progress
-            actions = await listed(client, uri)
-            if "Optimize this prompt" in [a.title for a in actions]:
-                break
-            await asyncio.sleep(0.05)
+        await actions_after_the_job(client, uri)
+        actions = await listed(client, uri)
         assert kinds(actions) == [("Apply GPO suggestion", types.CodeActionKind.QuickFix),
                                   ("Optimize this prompt", REWRITE), ("Re-score", REWRITE)]
         # Asked for source actions, the same commands come once, as source actions.
