@@ -135,7 +135,7 @@ class DiskStore:
         """The entry, or None: absent, unreadable (dropped), or failing `valid` (dropped)."""
         try:
             return self._get(key)
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.Error, diskcache.Timeout) as error:
             if not is_corruption(error):  # locked too long, an I/O error: a miss, kept
                 self._warn_once(key, error, drop=False)
                 return None
@@ -144,7 +144,7 @@ class DiskStore:
         # failure is a miss, never a second rebuild.
         try:
             return self._get(key)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, diskcache.Timeout) as error:
             self._warn_once(key, error, drop=False)
             return None
 
@@ -153,8 +153,8 @@ class DiskStore:
             return None
         try:
             value = self.cache.get(key)
-        except sqlite3.Error:
-            raise
+        except (sqlite3.Error, diskcache.Timeout):
+            raise  # the database's trouble, not this entry's: get() decides
         except Exception as error:  # an entry that does not unpickle or decode
             self._warn_once(key, error, drop=True)
             return None
@@ -194,7 +194,9 @@ class DiskStore:
                         return False
                     continue
                 self._stop_writing(error)
-            except OSError as error:  # a value file on a full disk
+            except (OSError, diskcache.Timeout) as error:
+                # A value file on a full disk; a database locked for diskcache's 60 s:
+                # stop writing rather than stall every later answer as long.
                 self._stop_writing(error)
             return False
         return False
@@ -228,8 +230,8 @@ class DiskStore:
         if not self._dropped:
             self._dropped = True
             what = "dropped an unreadable entry" if drop else "could not read an entry"
-            _warn(f"{self.label}: {what} ({type(error).__name__}: {_short(error)}); it is "
-                  "fetched again (later ones are handled the same way, quietly)")
+            _warn(f"{self.label}: {what} ({type(error).__name__}: {_short(error)}); it counts "
+                  "as missing (later ones are handled the same way, quietly)")
 
     def _stop_writing(self, error: BaseException) -> None:
         if self.writable:

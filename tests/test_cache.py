@@ -557,3 +557,32 @@ def test_a_file_system_without_modes_still_caches(tmp_path: Path,
     store = DiskStore(tmp_path / "store", label="test store", lost="")
     assert store.set("k", "v") and store.get("k") == "v"
     store.close()
+
+
+def test_info_finds_a_damaged_page_and_names_an_unreadable_database(
+        pristine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    import sqlite3
+
+    _, source = pristine
+    cache = tmp_path / "cache"
+    shutil.copytree(source, cache)
+    # Opens fine; only SQLite's page check sees the damaged index.
+    _page(_db(cache), _index_page(_db(cache)))
+    problem = _info(cache, capsys)["responses"]["problem"]
+    assert problem.startswith("corrupt: ") and problem != "corrupt: ok"
+
+    def unopenable(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unopenable)
+    assert _info(cache, capsys)["responses"]["problem"] == \
+        "unreadable: unable to open database file"
+
+
+def test_clearing_a_store_someone_else_just_removed(tmp_path: Path) -> None:
+    from gpo_server.commands import cache as command
+
+    command._remove(tmp_path / "gone")  # nothing there any more: nothing to do
+    assert list(tmp_path.iterdir()) == []

@@ -226,4 +226,5 @@ async def test_write_refused_when_the_file_changed_but_the_result_is_kept(
     assert "the file changed during the run; not writing" in captured.err
     result = json.loads(captured.out)
     assert result["written"] is False and result["best_dev"]["score"] == 100.0
+    assert result["error"] == f"{prompt}: the file changed during the run; not writing"
     assert "Please tell me" in prompt.read_text()  # the user's edit survives

@@ -175,6 +175,26 @@ def test_a_file_we_may_not_write_is_refused_not_replaced(tmp_path: Path,
     assert target.read_text() == "read-only" and _leftovers(tmp_path) == []
 
 
+def test_a_target_that_cannot_be_looked_at_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError, match=r"^not a directory writing .*file/r.html"):
+        atomic.write_text(tmp_path / "file" / "r.html", "<p>")
+
+
+def test_a_folder_that_refuses_fsync_does_not_fail_the_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+
+    def files_only(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))  # some file systems do
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", files_only)
+    atomic.write_text(tmp_path / "t.prompt", "new")
+    assert (tmp_path / "t.prompt").read_text() == "new"
+
+
 def test_text_is_written_byte_for_byte(tmp_path: Path) -> None:
     target = tmp_path / "crlf.prompt"
     atomic.write_text(target, "a\r\nb «naïve»\n")
@@ -189,6 +209,22 @@ def test_a_file_owned_by_someone_else_keeps_its_owner(tmp_path: Path) -> None:
     os.chown(target, 65534, 65534)
     atomic.write_text(target, "b")
     assert (target.stat().st_uid, target.stat().st_gid) == (65534, 65534)
+
+
+def test_a_file_that_cannot_be_given_back_is_still_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    target = tmp_path / "theirs.prompt"
+    target.write_text("a")
+    os.chown(target, 65534, 65534)
+
+    def refused(*args: object) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "fchown", refused)  # as for a user who is not root
+    atomic.write_text(target, "b")
+    assert target.read_text() == "b" and target.stat().st_uid == os.geteuid()
 
 
 # ------------------------------------------------------------------ each writer
@@ -439,6 +475,14 @@ def test_json_failures_are_json_objects(tmp_path: Path,
     assert problem["severity"] == "error" and out["error"].startswith(f"{broken}:")
 
     prompt = write_capitals(tmp_path / "p")
+    rows = prompt.with_name("capitals.examples.jsonl")
+    good = rows.read_text()
+    rows.write_text("not json\n" + good + "{also not json\n")
+    out = _json_failure(capsys, ["eval", str(prompt), "--json"], 1)
+    assert out["error"] == f"2 problems in {rows}"
+    assert [p["line"] for p in out["problems"]] == [1, 26]
+    rows.write_text(good)
+
     out = _json_failure(capsys, ["render", str(prompt), "--row", "99", "--json"], 2)
     assert "has rows 1 to 24" in out["error"] and out["problems"] == []
 
