@@ -52,6 +52,23 @@ class PairedResult:
         return self.significant and self.delta < 0
 
 
+def comparison_words(delta: float | None, p_value: float | None, alpha: float = 0.05) -> str:
+    """A paired comparison in words: "significantly better", "not significantly different"
+    or "significantly worse" (the two-sided p against `alpha`, the sign of `delta`).
+
+    The one wording of the held-out check, shared by the CLI, the report and the
+    editor: "not significantly worse" read as faint praise for a clear gain."""
+    if delta is None or p_value is None or p_value >= alpha or delta == 0:
+        return "not significantly different"
+    return "significantly better" if delta > 0 else "significantly worse"
+
+
+def held_out_words(verdict: str, delta: float | None, p_value: float | None) -> str:
+    """The overfitting guard's verdict ("ok" | "worse") in comparison_words. "worse" is
+    significantly worse whatever the rounded p says (the guard judged the exact one)."""
+    return "significantly worse" if verdict == "worse" else comparison_words(delta, p_value)
+
+
 def paired_test(
     before: Mapping[str, float], after: Mapping[str, float], alpha: float = 0.05
 ) -> PairedResult:

@@ -34,6 +34,7 @@ from aiohttp import web
 from gpo_engine import __version__
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.evaluate import EvalResult
+from gpo_engine.llm import Usage
 from gpo_engine.optimizer import current_budget, pick_suggestion
 from gpo_engine.task import Task, open_llm, score
 from gpo_engine.template import template_error
@@ -109,6 +110,11 @@ class DaemonState:
     preload: Any = None  # the background import of the model layer
     # Scores measured by /evaluate, by (scoring_scope, text, split): shown in the prompt state.
     evaluations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # What /evaluate spent per prompt file (resolved path): part of the file's usage.
+    scoring_usage: dict[str, Usage] = field(default_factory=dict)
+
+    def count_scoring(self, path: str, usage: Usage) -> None:
+        self.scoring_usage[path] = self.scoring_usage.get(path, Usage()).plus(usage)
 
     def idle_for(self) -> float:
         if self.busy or self.registry.running_count():
@@ -393,7 +399,8 @@ async def prompt_state_route(request: web.Request) -> web.Response:
     task = await load_checked(state, path, job.overrides if job else {})
     store = state.registry.store()
     trajectory = store.load(trajectory_key(task.fingerprint())) or store.latest_for(str(path))
-    return web.json_response(prompt_state(task, trajectory, job, state.evaluations))
+    return web.json_response(prompt_state(task, trajectory, job, state.evaluations,
+                                          state.scoring_usage.get(str(path))))
 
 
 async def evaluate_route(request: web.Request) -> web.Response:
@@ -428,6 +435,7 @@ async def evaluate_route(request: web.Request) -> web.Response:
     except GpoError as exc:
         raise ApiError(502, "model_error", str(exc), kind=type(exc).__name__) from None
     finally:
+        state.count_scoring(str(path), llm.usage)  # a failed scoring's calls were paid too
         llm.close()
 
 
@@ -481,8 +489,10 @@ def _test_summary(scope: str, text: str, job: Job | None,
 
 
 def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
-                 evaluations: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:
-    """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape)."""
+                 evaluations: dict[tuple[str, str, str], dict[str, Any]],
+                 scoring: Usage | None = None) -> dict[str, Any]:
+    """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape);
+    `scoring`: what re-scores of the file spent, counted in its usage."""
     path, body = str(task.path.resolve()), task.prompt.body
     scope = scoring_scope(task)
     steps_done = trajectory.steps_done if trajectory else 0
@@ -533,7 +543,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
         "withheld": withheld, "rejected": trajectory.rejected() if trajectory else {},
-        "usage": _usage(job), "job": _job_summary(job),
+        "usage": _usage(job, scoring), "job": _job_summary(job),
     }
 
 
@@ -552,12 +562,14 @@ def suggestion_guard(text: str, body: str, job: Job | None) -> dict[str, Any]:
     return {"verdict": "untested", "reason": "no held-out comparison of this suggestion yet"}
 
 
-def _usage(job: Job | None) -> dict[str, Any]:
-    if job is None or job.usage is None:
-        cost = job.cost if job is not None else 0.0
-        return {"prompt_tokens": 0, "completion_tokens": 0, "cost": cost, "calls": 0,
-                "unknown_price": False}
-    return {**job.usage.to_dict(), "cost": job.cost, "calls": job.calls}
+def _usage(job: Job | None, scoring: Usage | None = None) -> dict[str, Any]:
+    """The job's tokens and spend (its earlier daemon lives' spend included), plus what
+    re-scoring the file spent."""
+    run = job.usage if job is not None and job.usage is not None else Usage()
+    extra = scoring or Usage()
+    return {**run.plus(extra).to_dict(),
+            "cost": (job.cost if job is not None else 0.0) + extra.cost,
+            "calls": (job.calls if job is not None else 0) + extra.calls}
 
 
 def _job_summary(job: Job | None) -> dict[str, Any] | None:

@@ -299,7 +299,10 @@ class JobRegistry:
 
     def _emit(self, job: Job, payload: dict[str, Any]) -> None:
         job.seq += 1
-        event = {"seq": job.seq, "job": job.id, "time": time.time(), **payload}
+        # Every event says T (the engine's candidate events do not), so a watcher that
+        # joins mid-step shows "step t/T" right from its first event.
+        event = {"seq": job.seq, "job": job.id, "time": time.time(),
+                 "total_steps": job.total_steps, **payload}
         job.events.append(event)
         if len(job.events) > _MAX_EVENTS:
             del job.events[: len(job.events) - _MAX_EVENTS]

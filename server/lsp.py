@@ -51,7 +51,7 @@ from gpo_server.lsp_diagnostics import (
 )
 from gpo_server.lsp_documents import Analysis, analyze, read_lossy
 from gpo_server.lsp_edits import suggested_document
-from gpo_server.lsp_hover import hover_markdown, messages_line
+from gpo_server.lsp_hover import hover_markdown, messages_line, scoring_now
 from gpo_server.lsp_link import Link, job_token, lost_message, reconnect_delay, stale_view
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
 from gpo_server.prompt_state import PromptState, ScoredPrompt, Summary, normalize, parse_state
@@ -104,6 +104,8 @@ class GpoServer(LanguageServer):
         self.link: Link = "unknown"  # see lsp_link
         self._reconnector: asyncio.Task[None] | None = None
         self._follows: dict[str, int] = {}  # job id -> times followed (for fresh tokens)
+        self.file_texts: dict[str, str] = {}  # resolved path -> the file's body, per daemon
+        self.scoring: dict[tuple[str, str], int] = {}  # (path, body) -> re-scores under way
 
     # -- small helpers ---------------------------------------------------------
 
@@ -364,6 +366,8 @@ class GpoServer(LanguageServer):
             self.log(types.MessageType.Error, f"the daemon's answer for {path.name}: {exc}")
             return
         self.states[key] = state
+        if isinstance(raw.get("text"), str):
+            self.file_texts[key] = raw["text"]
         current = current_scores(raw)
         if current is not None:
             self.current[key] = current
@@ -400,17 +404,20 @@ class GpoServer(LanguageServer):
         self.progress_jobs[token] = job_id
         last: dict[str, Any] | None = None
         client: DaemonClient | None = None
+        state = self.states.get(key)
+        total = state.total_steps if state is not None else 0
         try:
             client = await self.daemon()
             async for event in client.events(job_id):
                 last = event
-                report = progress_report(event)
+                total = int(event.get("total_steps") or 0) or total
+                report = progress_report(event, total)
                 if shown and report is not None:
                     message, percentage = report
                     self.work_done_progress.report(token, types.WorkDoneProgressReport(
                         message=message, percentage=percentage, cancellable=True))
-                if event.get("kind") == "step_finished":
-                    await self.refresh(Path(key))
+                if event.get("kind") in ("job_started", "step_finished"):
+                    await self.refresh(Path(key))  # the file's text scored; a step's result
         except DaemonError as exc:
             if exc.status == 0:
                 await self._forget(client)
@@ -451,6 +458,29 @@ class GpoServer(LanguageServer):
         job = await self.call(lambda c: c.cancel(str(active[-1]["id"])))
         self.spawn(self.refresh(Path(key)))
         return job
+
+    def start_rescore(self, doc: OpenDocument, body: str) -> None:
+        """Mark `body` as being scored (the hover says so from this moment) and score it
+        in the background: scoring takes model calls."""
+        mark = (self.key(self.require_file(doc)), normalize(body))
+        self.scoring[mark] = self.scoring.get(mark, 0) + 1
+        self.spawn(self._rescore_marked(doc, body, mark))
+
+    async def _rescore_marked(self, doc: OpenDocument, body: str, mark: tuple[str, str]
+                              ) -> None:
+        try:
+            await self.rescore(doc, body)
+        finally:
+            left = self.scoring.pop(mark, 1) - 1
+            if left:
+                self.scoring[mark] = left
+
+    def is_scoring(self, doc: OpenDocument, body: str, state: PromptState | None) -> bool:
+        if doc.path is None:
+            return False
+        key = self.key(doc.path)
+        return scoring_now(state, body, self.file_texts.get(key),
+                           (key, normalize(body)) in self.scoring)
 
     async def rescore(self, doc: OpenDocument, body: str) -> None:
         """Score the buffer's body on dev and test in the daemon, under a progress bar."""
@@ -502,7 +532,7 @@ class GpoServer(LanguageServer):
             if analysis is None or not uses(analysis) or doc.path is None:
                 continue
             if analysis.prompt is not None and not analysis.errors:
-                self.spawn(self.rescore(doc, analysis.prompt.body))
+                self.start_rescore(doc, analysis.prompt.body)
             else:
                 self.spawn(self.refresh(doc.path))
 
@@ -560,10 +590,14 @@ def with_scores(state: PromptState, text: str, dev: Summary, test: Summary | Non
     return replace(state, scored=(*state.scored, ScoredPrompt(text, state.steps_done, dev, test)))
 
 
-def progress_report(event: Mapping[str, Any]) -> tuple[str, int | None] | None:
-    """(message, percentage) for a job event of the daemon's stream; None: nothing to say."""
+def progress_report(event: Mapping[str, Any], known_total: int = 0
+                    ) -> tuple[str, int | None] | None:
+    """(message, percentage) for a job event of the daemon's stream; None: nothing to say.
+
+    `known_total`: T from the job's earlier events or state, for an event without it (an
+    older daemon's candidate events), so no message says "step 1/0"."""
     kind = event.get("kind")
-    total = int(event.get("total_steps") or 0)
+    total = int(event.get("total_steps") or 0) or known_total
 
     def pct(done: int) -> int | None:
         return min(100, round(100 * done / total)) if total else None
@@ -740,9 +774,10 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         if doc is None or prompt is None:
             return None  # the diagnostics say what to fix first
         sample = doc.analysis.sample if doc.analysis is not None else None
-        markdown = hover_markdown(ls.state_for(doc, prompt.body), prompt.body,
-                                  messages=messages_line(prompt, sample),
-                                  daemon_down=ls.link == "down")
+        state = ls.state_for(doc, prompt.body)
+        markdown = hover_markdown(state, prompt.body, messages=messages_line(prompt, sample),
+                                  daemon_down=ls.link == "down",
+                                  scoring=ls.is_scoring(doc, prompt.body, state))
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown,
                                                         value=markdown))
 
@@ -799,8 +834,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = ls.prompt_of(doc)
         if prompt is None:
             raise ValueError("fix the prompt's problems before scoring it")
-        ls.require_file(doc)
-        ls.spawn(ls.rescore(doc, prompt.body))  # scoring takes model calls: not in here
+        ls.start_rescore(doc, prompt.body)
 
     @server.feature(types.WINDOW_WORK_DONE_PROGRESS_CANCEL)
     async def cancel_progress(ls: GpoServer, params: types.WorkDoneProgressCancelParams) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gpo_engine.stats import held_out_words
 from gpo_server.lsp_actions import apply_title, format_gain
 from gpo_server.lsp_diagnostics import KEY_HINT
 from gpo_server.lsp_link import DOWN_LINE
@@ -74,9 +75,8 @@ def format_guard(guard: Guard) -> str:
     if guard.n is not None:
         numbers.append(f"n = {guard.n}")
     detail = f" ({', '.join(numbers)})" if numbers else ""
-    if guard.verdict == "worse":
-        return "significantly worse on held-out test rows" + detail
-    return "not significantly worse on held-out test rows" + detail
+    words = held_out_words(guard.verdict, guard.delta, guard.p_value)
+    return f"{words} on held-out test rows{detail}"
 
 
 def job_lines(job: Job | None) -> list[str]:
@@ -121,16 +121,31 @@ def messages_line(prompt: PromptFile, sample: Example | None) -> str | None:
     return format_messages([message.role for message in messages])
 
 
+def scoring_now(state: PromptState | None, body: str, file_text: str | None,
+                rescoring: bool) -> bool:
+    """Whether `body` is being scored right now: a Re-score of it is under way, or the
+    file's job is measuring the file's own text (which the buffer is) before step 1."""
+    if rescoring:
+        return True
+    job = state.job if state is not None else None
+    if state is None or job is None or not job.active or file_text is None:
+        return False
+    return state.lookup(body) is None and same_prompt(file_text, body)
+
+
 def hover_markdown(state: PromptState | None, body: str, messages: str | None = None,
-                   daemon_down: bool = False) -> str:
+                   daemon_down: bool = False, scoring: bool = False) -> str:
     """Scores of `body`, the trajectory's best, step, budget, spend and score history,
     and `messages` (see messages_line) when given; `daemon_down`: the link to the daemon
-    broke, and what is shown is from before (lsp_link)."""
+    broke, and what is shown is from before (lsp_link); `scoring`: `body` is being scored
+    now (scoring_now), said instead of "not yet scored"."""
     shape = [f"- {messages}"] if messages else []
     down = [DOWN_LINE] if daemon_down else []
     if state is None:
+        first = ("**GPO**: scoring… this text is being scored now." if scoring
+                 else "**GPO**: not yet scored.")
         return "\n\n".join([
-            "**GPO**: not yet scored.",
+            first,
             "Run the code action *Re-score* to score this prompt, "
             "or *Optimize this prompt* to start GPO.", *down, *shape])
     lines = [f"**GPO** · step {state.steps_done}/{state.total_steps} · budget {state.budget} words",
@@ -138,7 +153,8 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
     current = state.lookup(body)
     if current is None:
         lines.append("")
-        lines.append("*Not yet scored*: this text differs from every evaluated prompt.")
+        lines.append("*Scoring…*: this text is being scored now." if scoring else
+                     "*Not yet scored*: this text differs from every evaluated prompt.")
         lines.append("")
     else:
         lines.append("")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpo_engine.evaluate import confidence_interval
+from gpo_engine.stats import held_out_words
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_engine.update import word_distance
 
@@ -375,9 +376,11 @@ def _guard(guard: Mapping[str, Any] | None) -> str:
         p_text = "p &lt; 0.001" if p is not None and float(p) < 0.001 else f"p = {p}"
         numbers = f" (test {float(delta):+.1f} pts, {p_text})" \
             if delta is not None and p is not None else ""
-        said = ("significantly worse than the file's text on held-out test rows: "
-                "gpo optimize withholds it" if verdict == "worse"
-                else "not significantly worse than the file's text on held-out test rows")
+        words = held_out_words(verdict, None if delta is None else float(delta),
+                               None if p is None else float(p))
+        than = "from" if words.endswith("different") else "than"
+        said = (f"{words} {than} the file's text on held-out test rows"
+                + (": gpo optimize withholds it" if verdict == "worse" else ""))
         said += numbers
     return f'<p class="guard {_e(verdict)}" id="guard">Overfitting guard: {said}.</p>'
 

@@ -68,7 +68,7 @@ async def test_optimize_proposes_and_writes_only_with_write(
     out = capsys.readouterr().out
     assert "+Name the capital city of the country." in out  # the unified diff
     # 0 -> 8 of 8 test rows: exact McNemar p = 2 * 0.5**8.
-    assert "held-out test: +100.0 points (p = 0.008, n = 8), not significantly worse" in out
+    assert "held-out test: +100.0 points (p = 0.008, n = 8), significantly better" in out
     assert "written to" in out
     text = prompt.read_text()
     frontmatter = original.decode().split("---\n", 2)

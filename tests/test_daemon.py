@@ -315,6 +315,9 @@ async def test_optimize_a_file_watch_its_events_and_read_its_state(
         assert kinds[0] == "state" and kinds[-1] == "end"
         assert kinds.count("step_finished") == 3
         assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+        # Every event says T, the candidates' too (an editor shows "step t/T" from any).
+        assert {e["total_steps"] for e in events} == {3}
+        assert "candidate_scored" in kinds
         assert isinstance(event_object(next(e for e in events if e["kind"] == "step_finished")),
                           StepFinished)
         done = await client.job(job["id"])
@@ -401,6 +404,11 @@ async def test_evaluate_a_text_against_the_file_examples(
         assert state["current"]["test"]["score"] == 50.0
         assert state["current"]["dev"]["score"] == 50.0
         assert state["job"] is None and state["suggestion"] is None
+        # What scoring spent is the file's spend too, job or not.
+        usage = state["usage"]
+        assert usage["calls"] == model.requests == 12 and usage["prompt_tokens"] > 0
+        assert usage["prompt_tokens"] == plain["usage"]["prompt_tokens"] + \
+            better["usage"]["prompt_tokens"]
 
 
 async def test_a_score_measured_with_another_model_is_not_the_files_score(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpo_server.lsp_hover import format_spend, hover_markdown, sparkline
+from gpo_server.lsp_hover import format_spend, hover_markdown, scoring_now, sparkline
 from gpo_server.prompt_state import parse_state
 from tests.lsp_samples import INITIAL, STEP1, STEP2, state_dict
 
@@ -70,6 +70,28 @@ def test_hover_says_why_a_job_retries_and_what_to_set_for_a_key() -> None:
     assert not any(line.startswith("- optimizing") for line in lines)
 
 
+def test_hover_says_scoring_while_the_text_is_scored() -> None:
+    fresh = parse_state(state_dict(steps_done=0, scored=[], history=[], suggestion=None,
+                                   job={"id": "j", "status": "running", "step": 0,
+                                        "total_steps": 12}))
+    # The job measures the file's text before its first step; the buffer is that text.
+    assert scoring_now(fresh, INITIAL, INITIAL.strip(), rescoring=False)
+    assert not scoring_now(fresh, INITIAL + "Be brief.", INITIAL, rescoring=False)
+    assert not scoring_now(fresh, INITIAL, None, rescoring=False)
+    idle = parse_state(state_dict(steps_done=0, scored=[], history=[], suggestion=None))
+    assert not scoring_now(idle, INITIAL, INITIAL, rescoring=False)
+    assert scoring_now(idle, INITIAL + "Be brief.", INITIAL, rescoring=True)  # a Re-score
+    assert scoring_now(None, INITIAL, None, rescoring=True)
+    known = parse_state(state_dict(job={"id": "j", "status": "running", "step": 1,
+                                        "total_steps": 12}))
+    assert not scoring_now(known, INITIAL, INITIAL, rescoring=False)  # scored already
+    text = hover_markdown(fresh, INITIAL, scoring=True)
+    assert "*Scoring…*: this text is being scored now." in text
+    assert "not yet scored" not in text.lower()
+    assert hover_markdown(None, INITIAL, scoring=True).startswith(
+        "**GPO**: scoring… this text is being scored now.")
+
+
 def test_hover_without_state() -> None:
     text = hover_markdown(None, INITIAL)
     assert text.startswith("**GPO**: not yet scored.")
@@ -95,8 +117,11 @@ def test_hover_shows_the_held_out_verdict_of_the_suggestion() -> None:
     data = state_dict()
     data["suggestion"]["guard"] = {"verdict": "ok", "delta": 7.5, "p_value": 0.0004, "n": 40}
     text = hover_markdown(parse_state(data), INITIAL)
-    assert ("- held-out check: not significantly worse on held-out test rows "
+    assert ("- held-out check: significantly better on held-out test rows "
             "(+7.5 pts on test, p < 0.001, n = 40)") in text
+    data["suggestion"]["guard"] = {"verdict": "ok", "delta": 7.5, "p_value": 0.21, "n": 40}
+    assert ("- held-out check: not significantly different on held-out test rows "
+            "(+7.5 pts on test, p = 0.210, n = 40)") in hover_markdown(parse_state(data), INITIAL)
     data["suggestion"]["guard"] = {"verdict": "untested", "reason": "no test rows"}
     text = hover_markdown(parse_state(data), INITIAL)
     assert "- held-out check: not tested on held-out rows (no test rows)" in text

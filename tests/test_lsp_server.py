@@ -240,7 +240,9 @@ async def test_open_score_optimize_apply_and_watch(short_dir: Path, client_name:
         await wait_until(lambda: uri in client.diagnostics, "diagnostics of the prompt")
         assert list(client.diagnostics[uri]) == []
         body_line = 8  # 0-based: the template's first line
-        assert "not yet scored" in await hover_text(client, uri, body_line)
+        # "**GPO**: not yet scored." before the daemon's state arrives, "*Not yet scored*: ..."
+        # after: either way, nothing is scoring it.
+        assert "not yet scored" in (await hover_text(client, uri, body_line)).lower()
         titles = [a.title for a in await actions_of(client, uri)]
         assert titles == ["Optimize this prompt", "Re-score"]
 
@@ -250,6 +252,7 @@ async def test_open_score_optimize_apply_and_watch(short_dir: Path, client_name:
         assert ended(client, "gpo-score-")[0].message == "dev 0.0"
         text = await hover_text(client, uri, 1)  # the frontmatter hovers too
         assert "- dev: **0.0** (n=8" in text and "- test: **0.0**" in text
+        assert "- tokens: 0 prompt + 0 completion" not in text  # the scoring's tokens count
 
         # Optimize: progress while the job runs, then the suggestion as a diagnostic.
         started = await command(client, "gpo.optimize", uri)
@@ -329,6 +332,62 @@ async def test_open_score_optimize_apply_and_watch(short_dir: Path, client_name:
         assert ended(client, "gpo-score-")[-1].message == "dev 100.0"
         hover = await hover_text(client, uri, body_line)
         assert "- dev: **100.0** (n=9" in hover
+
+
+async def hover_until(client: LanguageClient, uri: str, wanted: str | Callable[[str], bool]
+                      ) -> str:
+    """The body's hover once it has `wanted` (or satisfies it), or the last one at WAIT."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        text = await hover_text(client, uri, 8)
+        if (wanted(text) if callable(wanted) else wanted in text) or \
+                time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.02)
+
+
+def tokens_in(hover: str) -> int:
+    found = re.search(r"- tokens: ([\d,]+) prompt", hover)
+    assert found is not None, hover
+    return int(found.group(1).replace(",", ""))
+
+
+async def test_hover_says_scoring_progress_says_t_of_T_and_rescore_counts_tokens(
+        short_dir: Path) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, steps=2, candidates=2)
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.3) as models, \
+            session(short_dir, "neovim@v0.7.0", ws, api_base=models.api_base) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+        # The job scores the file's text (the buffer) first: "scoring…", not "not yet scored".
+        started = await command(client, "gpo.optimize", uri)
+        token = f"gpo-job-{started['job']}"
+        hover = await hover_until(client, uri, "*Scoring…*")
+        assert "*Scoring…*: this text is being scored now." in hover
+        await wait_until(lambda: ended(client, token), "the job's end")
+        steps = [re.search(r"step \d+/(\d+)", r.message or "")
+                 for r in client.progress_reports[token]
+                 if isinstance(r, types.WorkDoneProgressReport)]
+        assert any(found and "candidate" in found.string for found in steps)
+        assert {found.group(1) for found in steps if found} == {"2"}  # never "step 1/0"
+        hover = await hover_until(client, uri, "step 2/2")
+        spent = tokens_in(hover)
+        assert spent > 0
+
+        # Re-score an edit: the hover says so from the command's answer on, deterministically
+        # (the text is marked before the command returns; its calls take 0.3 s each).
+        edited = prompt.read_text().replace("Tell me about the country.", "Name the country.")
+        change_doc(client, uri, 2, edited)
+        assert await command(client, "gpo.rescore", uri) is None
+        hover = await hover_text(client, uri, 8)
+        assert "*Scoring…*: this text is being scored now." in hover
+        before = len(ended(client, "gpo-score-"))
+        await wait_until(lambda: len(ended(client, "gpo-score-")) > before, "the re-score")
+        # The state fetched after the re-score counts its tokens.
+        hover = await hover_until(client, uri, lambda text: tokens_in(text) > spent)
+        assert tokens_in(hover) > spent
+        assert "Scoring" not in hover and "- dev: **0.0** (n=8" in hover
 
 
 async def test_cancelling_the_progress_cancels_the_job(short_dir: Path) -> None:
@@ -534,6 +593,11 @@ def test_progress_messages_follow_the_event_stream() -> None:
                                                25)
     assert progress_report({"kind": "candidate_scored", "step": 0, "index": 2, "score": 50.0,
                             "total_steps": 4}) == ("step 1/4: candidate 3 scored 50.0", None)
+    # An event without T (an older daemon's candidates) takes the one known from before.
+    assert progress_report({"kind": "candidate_scored", "step": 1, "index": 0, "score": 5.0},
+                           4) == ("step 2/4: candidate 1 scored 5.0", None)
+    assert progress_report({"kind": "step_finished", "step": 1, "best_dev": 5.0}, 4) == (
+        "step 2/4 done, best dev 5.0", 50)
     assert progress_report({"kind": "step_finished", "step": 3, "total_steps": 4,
                             "best_dev": 75.0}) == ("step 4/4 done, best dev 75.0", 100)
     assert progress_report({"kind": "end"}) is None

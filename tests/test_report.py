@@ -197,10 +197,11 @@ def test_the_overfitting_guard_verdict_is_shown() -> None:
     assert ("Overfitting guard: significantly worse than the file's text on held-out test rows: "
             "gpo optimize withholds it (test -30.0 pts, p = 0.012).") in text
     tiny = {"verdict": "ok", "delta": 50.0, "p_value": 0.0}
-    assert "(test +50.0 pts, p &lt; 0.001)" in render_html(_report(t, guard=tiny))
+    assert ("significantly better than the file's text on held-out test rows (test +50.0 pts, "
+            "p &lt; 0.001)") in render_html(_report(t, guard=tiny))
     ok = {"verdict": "ok", "delta": 5.0, "p_value": 0.5}
-    assert "not significantly worse than the file's text on held-out test rows (test +5.0 pts" \
-        in "".join(Tags(render_html(_report(t, guard=ok))).text)
+    assert ("not significantly different from the file's text on held-out test rows (test "
+            "+5.0 pts") in "".join(Tags(render_html(_report(t, guard=ok))).text)
     untested = {"verdict": "untested", "reason": "no <test> rows"}
     page = render_html(_report(t, guard=untested))
     assert "not checked on test: no &lt;test&gt; rows" in page
@@ -316,7 +317,9 @@ def test_report_of_a_real_run(real_run: dict[str, Any]) -> None:
     assert "the optimization run" in text
     # The file's text is 0% on dev; a capital-asking candidate is 100%: a diff is offered.
     assert 'id="diff"' in page and "+Name the capital city of the country." in text
-    assert "Overfitting guard: not significantly worse than the file's text" in text
+    # +100 pts on three test rows is p = 0.125: not a significant difference, and said so.
+    assert ("Overfitting guard: not significantly different from the file's text on held-out "
+            "test rows (test +100.0 pts, p = 0.125)") in text
     # Test scores of the per-step prompts cost task-model calls; dev comes from the record.
     assert real_run["report_requests"] > 0
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
+from gpo_engine.stats import held_out_words
 from gpo_server.commands.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -218,8 +219,9 @@ def _print_result(result: Any, written: bool) -> None:
                   "worse: it overfits the dev rows", style="yellow", markup=False)
         return
     if verdict.get("verdict") == "ok":
+        words = held_out_words("ok", verdict.get("delta"), verdict.get("p_value"))
         out.print(f"held-out test: {verdict['delta']:+.1f} points ({_p(verdict['p_value'])}, "
-                  f"n = {verdict['n']}), not significantly worse", markup=False, highlight=False)
+                  f"n = {verdict['n']}), {words}", markup=False, highlight=False)
     diff = difflib.unified_diff(result.initial.splitlines(keepends=True),
                                 result.best.splitlines(keepends=True),
                                 fromfile="current", tofile="proposed")
