@@ -250,9 +250,10 @@ async def test_open_score_optimize_apply_and_watch(short_dir: Path, client_name:
         assert await command(client, "gpo.rescore", uri) is None
         await wait_until(lambda: ended(client, "gpo-score-"), "the scoring progress to end")
         assert ended(client, "gpo-score-")[0].message == "dev 0.0"
+        # The state fetched just after the scoring counts its tokens.
+        assert tokens_in(await hover_until(client, uri, lambda t: tokens_in(t) > 0)) > 0
         text = await hover_text(client, uri, 1)  # the frontmatter hovers too
         assert "- dev: **0.0** (n=8" in text and "- test: **0.0**" in text
-        assert "- tokens: 0 prompt + 0 completion" not in text  # the scoring's tokens count
 
         # Optimize: progress while the job runs, then the suggestion as a diagnostic.
         started = await command(client, "gpo.optimize", uri)
