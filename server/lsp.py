@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
 from gpo_engine import __version__
@@ -77,11 +79,28 @@ class OpenDocument:
     examples_published: frozenset[str] = frozenset()  # example-file URIs we sent diagnostics to
 
 
+class Utf16Protocol(LanguageServerProtocol):
+    """pygls with UTF-16 positions whatever the client prefers.
+
+    Every position gpo sends is counted in UTF-16 code units (text_positions),
+    which LSP requires every client to speak. pygls would otherwise take the
+    client's first choice (Emacs 29+ eglot offers utf-32 first) and the columns
+    of a line with an emoji would be off."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, Any]:
+        general = params.capabilities.general
+        if general is not None and general.position_encodings:
+            params.capabilities.general = attrs.evolve(
+                general, position_encodings=[types.PositionEncodingKind.Utf16])
+        return (yield from super().lsp_initialize(params))
+
+
 class GpoServer(LanguageServer):
     """The server's state: settings, open documents, cached prompt states, jobs followed."""
 
     def __init__(self, runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()) -> None:
-        super().__init__("gpo", __version__,
+        super().__init__("gpo", __version__, protocol_cls=Utf16Protocol,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.runtime_dir = runtime_dir
         self.daemon_args = tuple(daemon_args)

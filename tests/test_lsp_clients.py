@@ -84,3 +84,16 @@ async def test_actions_where_each_editor_looks_and_an_edit_it_can_apply(
         applied = parse_prompt(new_text, prompt)
         assert new_text.startswith(frontmatter) and applied.frontmatter == frontmatter
         assert applied.body.startswith("Name the capital city of the country.\n")
+
+
+@pytest.mark.parametrize("client_name", ["emacs@v29.1", "neovim@v0.11.0"])
+async def test_columns_are_utf16_for_clients_that_prefer_another_encoding(
+        short_dir: Path, client_name: str) -> None:
+    ws = short_dir / "ws"
+    prompt = write_capitals(ws, body="\U0001f389 {{#if country}}Name the capital.\n")
+    async with session(short_dir, client_name, ws) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: client.diagnostics.get(uri), "the unclosed block's diagnostic")
+        found = [d for d in client.diagnostics[uri] if "unclosed" in d.message]
+    # The emoji is two UTF-16 code units (one in UTF-32): the tag starts at column 3.
+    assert found and found[0].range.start.character == 3

@@ -139,6 +139,9 @@ def check_capabilities(caps: types.ServerCapabilities) -> None:
     assert caps.hover_provider
     sync = caps.text_document_sync
     assert isinstance(sync, types.TextDocumentSyncOptions) and sync.open_close and sync.save
+    # Positions are UTF-16 whatever the client prefers (Emacs 29 and Neovim 0.11 offer
+    # utf-32 / utf-8 first): every column gpo computes is in UTF-16 code units.
+    assert caps.position_encoding in (None, types.PositionEncodingKind.Utf16)
 
 
 async def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
