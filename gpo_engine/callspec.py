@@ -238,6 +238,7 @@ def with_instruction(chat: list[dict[str, Any]], instruction: str | None) -> lis
     """`chat` with `instruction` appended to its last user message, as Genkit does."""
     if not instruction:
         return chat
+    instruction = instruction.rstrip()  # as to_chat: no trailing white space is sent
     out = [dict(m) for m in chat]
     for message in reversed(out):
         if message.get("role") == "user":
