@@ -424,3 +424,22 @@ def test_junit_xml_report(
     assert failure is not None and failure.get("type") == "regression"
     assert cases["new/senti.prompt"].find("skipped") is not None
     assert cases["ok/senti.prompt"].find("failure") is None
+
+
+def test_an_edited_partial_is_a_change_the_check_measures(
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
+) -> None:
+    # What the model is sent depends on the partial's text too: a baseline of the
+    # prompt alone would call an edited partial "unchanged" and skip measuring it.
+    (workdir / "_rules.prompt").write_text("Answer with one word.", encoding="utf-8")
+    prompt = write_task(Path("."), "{{> rules}}\n" + GOOD)
+    update(capsys, "senti.prompt")
+    lock = json.loads(lock_path(prompt).read_text())
+    assert lock["prompt_hash"] != prompt_hash(prompt.read_text())  # the partial is in it
+    code, out, _ = gpo(capsys, "senti.prompt")
+    assert code == 0 and "unchanged since the baseline" in out
+    calls = model.requests
+    (workdir / "_rules.prompt").write_text("Answer in one word, lower case.", encoding="utf-8")
+    code, out, _ = gpo(capsys, "senti.prompt")
+    assert "unchanged since the baseline" not in out
+    assert model.requests > calls  # measured again with the new partial

@@ -710,3 +710,38 @@ def test_settings_field_set_matches_contract() -> None:
         "check_alpha",
         "check_tolerance",
     ]
+
+
+# --- the task call's frontmatter: model, config, output --------------------------------
+
+
+def test_an_unknown_model_provider_is_located_at_the_model_line() -> None:
+    [(line, column, message)] = problems_of(doc("gpo.steps: 2", "model: acme/model-1"))
+    assert (line, column) == (3, 1)
+    assert message.startswith("unknown model provider 'acme/'; known prefixes: googleai/")
+    assert parse_prompt(doc("model: googleai/gemini-2.5-flash"), P).settings.model == (
+        "googleai/gemini-2.5-flash")  # Genkit's spelling is kept; the call maps it
+
+
+def test_bad_config_values_are_located_at_their_keys() -> None:
+    source = doc("model: openai/x", "config:", "  temperature: hot", "  maxOutputTokens: 0",
+                 "  stopSequences: [1]", "  logprobs: true")
+    assert problems_of(source) == [
+        (4, 3, "config.temperature must be a number >= 0, got 'hot'"),
+        (5, 3, "config.maxOutputTokens must be a whole number >= 1, got 0"),
+        (6, 3, "config.stopSequences must be a list of texts, got [1]"),
+    ]
+
+
+def test_config_output_and_input_are_read_as_dotprompt_reads_them() -> None:
+    prompt = parse_prompt(doc(
+        "config: {temperature: 0.2, maxOutputTokens: 64}",
+        "input:", "  schema: {review: string}", "  default: {review: nice}",
+        "output:", "  format: json", "  schema: {label: string}",
+        "gpo.max_tokens: 9"), P)
+    assert prompt.config == {"temperature": 0.2, "maxOutputTokens": 64}
+    assert prompt.input_defaults == {"review": "nice"}
+    assert prompt.input_schema is not None and prompt.input_schema["required"] == ["review"]
+    assert prompt.output["format"] == "json"
+    assert prompt.output["schema"]["properties"] == {"label": {"type": "string"}}
+    assert "max_tokens" in prompt.explicit
