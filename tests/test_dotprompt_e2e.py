@@ -208,3 +208,14 @@ async def test_a_config_key_the_provider_does_not_take_is_a_warning_and_not_sent
     assert "config.topK is not sent: openai/ticket-model does not take 'top_k'" in (
         capsys.readouterr().err.replace("\n", " "))
     assert all("top_k" not in body for body in _task_bodies(server))
+
+
+def test_the_trajectory_key_covers_the_partials_and_the_call(tmp_path: Path) -> None:
+    from gpo_engine.task import load_task
+
+    prompt = write_tickets(tmp_path)
+    before = load_task(prompt).fingerprint()
+    assert before["partials"] == {"policy": POLICY}
+    assert before["call"]["temperature"] == 0.2 and before["call"]["max_tokens"] == 64
+    (tmp_path / "_policy.prompt").write_text("Urgent means now.", encoding="utf-8")
+    assert load_task(prompt).fingerprint() != before  # another trajectory, not a resume
