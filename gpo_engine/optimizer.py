@@ -128,6 +128,8 @@ async def optimize_task(
     settings = task.settings
     total = settings.steps
     key = _key(task)
+    if restart:
+        store.delete(key)  # discarded: the fresh record must not have to extend it
     trajectory = None if restart else store.load(key)
     step = trajectory.steps_done if trajectory else 0
     stopped = ""

@@ -15,6 +15,7 @@ with a warning, like a damaged entry, and never half-used.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gpo_engine.diskstore import DiskStore
+from gpo_engine.errors import GpoError
 
 FORMAT_VERSION = 1
 
@@ -331,6 +333,15 @@ _LOST = ("saved runs that could not be read start again from step 1; the answers
          "call (an export made with `gpo trajectory --jsonl` can also be imported back)")
 
 
+class StaleTrajectory(GpoError):
+    """A save that would overwrite steps another run stored."""
+
+
+def _extends(new: Trajectory, old: Trajectory) -> bool:
+    return (new.initial == old.initial and len(new.steps) >= len(old.steps)
+            and all(asdict(a) == asdict(b) for a, b in zip(new.steps, old.steps, strict=False)))
+
+
 class TrajectoryStore:
     """diskcache-backed trajectories, plus an index from prompt path to its latest run."""
 
@@ -357,9 +368,23 @@ class TrajectoryStore:
                           "over (its answers are in the response cache)", stacklevel=2)
             return None
 
-    def save(self, trajectory: Trajectory) -> None:
+    def save(self, trajectory: Trajectory, *, replace: bool = False) -> None:
+        """Store `trajectory`, which must extend the stored record of its key (the same
+        initial prompt, the stored steps unchanged at its start): StaleTrajectory for a
+        writer whose record is behind or diverged, and nothing is overwritten. `replace`
+        (an explicit import) overwrites whatever is stored."""
         if self._store is None:
             return
+        stored = None
+        if not replace:
+            raw = self._store.get(f"run:{trajectory.key}")
+            with contextlib.suppress(ValueError):  # unreadable: load warned, replace it
+                stored = Trajectory.from_json(str(raw)) if raw is not None else None
+        if stored is not None and not _extends(trajectory, stored):
+            raise StaleTrajectory(
+                f"not saving the trajectory of {trajectory.path}: the store holds "
+                f"{stored.steps_done} step(s) that this run's {trajectory.steps_done} do not "
+                "extend (another run wrote them); run again to resume from them")
         # One transaction: a killed process leaves the previous step, never half of this one.
         # A store that cannot be written warns once (diskstore) and the run goes on.
         self._store.set_many({f"run:{trajectory.key}": trajectory.to_json(),

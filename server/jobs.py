@@ -27,10 +27,11 @@ from typing import Any
 
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.events import Event
-from gpo_engine.llm import LLM, Usage
+from gpo_engine.llm import LLM, Usage, default_cache_dir
 from gpo_engine.optimizer import optimize_task
+from gpo_engine.runlock import PromptBusy, holder, release, try_lock
 from gpo_engine.task import Task, load_task, open_llm, open_store
-from gpo_engine.trajectory import TrajectoryStore
+from gpo_engine.trajectory import TrajectoryStore, trajectory_key
 from gpo_server.runtime import write_private
 
 log = logging.getLogger("gpo.daemon")
@@ -385,6 +386,22 @@ class JobRegistry:
         if config.call_retries is not None:
             llm.max_retries = config.call_retries
         job.usage = llm.usage
+        # One run per prompt, across processes: a `gpo optimize` in a terminal holds the
+        # same lock, and the job refuses to pay for its steps a second time.
+        cache = config.cache_dir or default_cache_dir()
+        key = trajectory_key(job.task.fingerprint())
+        try:
+            lock: int | None = try_lock(cache, key)
+        except OSError as exc:  # a cache dir we cannot write: the store warns as well
+            log.warning("job %s runs without its run lock: %s", job.id, exc)
+            lock = -1
+        if lock is None:
+            busy = PromptBusy(job.path, *holder(cache, key),
+                              hint="start the job again once it has ended")
+            job.error, job.error_kind = str(busy), "busy"
+            job.state = "failed"
+            _close_llm(llm)
+            return
         store = open_store(config.cache_dir)
         restart = job.restart
         try:
@@ -418,6 +435,8 @@ class JobRegistry:
         finally:
             store.close()
             _close_llm(llm)
+            if lock >= 0:
+                release(lock)
 
     async def _back_off(self, job: Job, exc: ModelCallError) -> None:
         delay = self.config.retry.delay(job.failures)

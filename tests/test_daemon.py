@@ -549,6 +549,26 @@ async def test_idle_timeout_waits_for_running_jobs(
         await asyncio.wait_for(task, 30)
 
 
+async def test_a_job_on_a_prompt_another_process_optimizes_fails_and_pays_nothing(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    """The daemon's jobs share `gpo optimize`'s run lock per prompt."""
+    from gpo_engine.llm import default_cache_dir
+    from gpo_engine.runlock import release, try_lock
+
+    prompt = write_task(tmp_path / "ws", steps=1)
+    lock = try_lock(default_cache_dir(), trajectory_key(load_task(prompt).fingerprint()))
+    assert lock is not None
+    try:
+        async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+            job, _ = await client.create_job(prompt)
+            done = await client.wait(job["id"])
+    finally:
+        release(lock)
+    assert done["state"] == "failed" and done["error_kind"] == "busy"
+    assert "is being optimized by" in done["error"]
+    assert model.requests == 0
+
+
 async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
         rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
     prompt = write_task(tmp_path / "ws", steps=4)

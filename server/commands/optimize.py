@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
     opt.add_argument("--restart", action="store_true", help="discard the saved trajectory")
     opt.add_argument("--daemon", action="store_true",
                      help="run as a job of the background daemon (started if needed)")
+    opt.add_argument("--wait", action="store_true",
+                     help="when another run optimizes the prompt, wait for it and resume")
     opt.add_argument("--write", action="store_true", help="rewrite the file's prompt body")
     opt.add_argument("--yes", "-y", action="store_true",
                      help="start without asking, whatever the cost estimate")
@@ -44,11 +46,42 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, err: Console) -> int:
-    from gpo_engine.optimizer import optimize_task
-    from gpo_engine.task import load_task, open_llm, open_store
+    from gpo_engine.task import load_task
 
     task = load_task(args.path, **overrides(args))
     warn_unsent_config(task, err)
+    if args.daemon:
+        return _finish(args, err, task, *_start(args, err, task))
+    # One run per prompt: a second one refuses at once, or with --wait waits and then
+    # resumes from the steps the first one saved.
+    with _run_lock(args, err, task):
+        estimate, result = _start(args, err, task)
+    return _finish(args, err, task, estimate, result)
+
+
+def _run_lock(args: argparse.Namespace, err: Console, task: Any) -> Any:
+    from gpo_engine.llm import default_cache_dir
+    from gpo_engine.runlock import holder, prompt_lock, release, try_lock
+    from gpo_engine.trajectory import trajectory_key
+
+    cache = args.cache_dir or default_cache_dir()
+    key = trajectory_key(task.fingerprint())
+    if args.wait:
+        fd = try_lock(cache, key)
+        if fd is None:
+            pid, _ = holder(cache, key)
+            who = f"pid {pid}" if pid is not None else "another process"
+            err.print(f"{args.path} is being optimized by {who}; waiting for it to end",
+                      markup=False, highlight=False)
+        else:
+            release(fd)  # taken again just below (a race lost there just waits)
+    return prompt_lock(cache, key, str(args.path), wait=args.wait)
+
+
+def _start(args: argparse.Namespace, err: Console, task: Any) -> tuple[Any, Any]:
+    from gpo_engine.optimizer import optimize_task
+    from gpo_engine.task import open_llm, open_store
+
     estimate = _approve_estimate(task, args, err)
     progress = _ProgressView(err, task.settings.candidates, task.settings.max_cost)
 
@@ -71,6 +104,11 @@ def run(args: argparse.Namespace, err: Console) -> int:
             result = optimize_via_daemon(args, err, progress.on_event)
     else:
         result = asyncio.run(run())
+    return estimate, result
+
+
+def _finish(args: argparse.Namespace, err: Console, task: Any, estimate: Any,
+            result: Any) -> int:
     problem = _write_back(args, task, result) if args.write and result.offered else None
     written = args.write and result.offered and problem is None
     # The result is reported even when the write failed: it was paid for.

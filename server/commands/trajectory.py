@@ -92,7 +92,7 @@ def _import(task: Any, args: argparse.Namespace, err: Console) -> int:
     trajectory.path = str(task.path.resolve())
     store = open_store(args.cache_dir)
     try:
-        store.save(trajectory)
+        store.save(trajectory, replace=True)  # asked for: replaces a stored run
     finally:
         store.close()
     err.print(f"imported {trajectory.steps_done} steps from {source} for {args.path}",
