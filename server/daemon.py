@@ -292,12 +292,28 @@ def save_roots(state: DaemonState) -> None:
 
 
 def load_roots(state: DaemonState) -> None:
+    file = state.config.runtime_dir / runtime.ROOTS_NAME
     try:
-        data = json.loads((state.config.runtime_dir / runtime.ROOTS_NAME).read_text("utf-8"))
-        roots = [Path(r) for r in data["roots"] if isinstance(r, str) and Path(r).is_absolute()]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(file.read_text("utf-8"))
+        listed = data["roots"]
+        if not isinstance(listed, list):
+            raise TypeError("'roots' should be a list")
+    except FileNotFoundError:
         return
-    state.roots.update(r.resolve() for r in roots if r.is_dir())
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        log.warning("ignoring unreadable %s: %s", file, exc)
+        return
+    for root in listed:
+        # Each one checked: a bad entry is skipped with a warning, the others kept.
+        try:
+            if not isinstance(root, str) or not Path(root).is_absolute():
+                raise ValueError("not an absolute path")
+            folder = Path(root).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("skipping workspace root %r of %s: %s", root, file, exc)
+            continue
+        if folder.is_dir():
+            state.roots.add(folder)
 
 
 async def list_roots(request: web.Request) -> web.Response:

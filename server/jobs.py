@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,7 @@ TERMINAL = ("finished", "failed", "cancelled")
 RETRYABLE_KINDS = ("timeout", "rate_limit", "server", "bad_response", "systemic")
 _MAX_EVENTS = 2000  # per job; a stream that reconnects later gets the most recent ones
 _MAX_FINISHED = 200  # terminal jobs kept for `jobs list`
+KEEP_FINISHED = 24 * 3600.0  # seconds a finished job is still listed after a daemon restart
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Job:
     path: str  # resolved absolute path of the .prompt file
     overrides: dict[str, Any]
     restart: bool
-    task: Task
+    task: Task | None  # None: a finished job read back after a daemon restart
     created: float = field(default_factory=time.time)
     state: str = "queued"
     started: float | None = None
@@ -243,29 +245,57 @@ class JobRegistry:
             return []
         try:
             saved = json.loads(state_file.read_text(encoding="utf-8"))
-            entries = list(saved["jobs"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            entries = saved["jobs"]
+            if not isinstance(entries, list):
+                raise TypeError("'jobs' should be a list")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             log.warning("ignoring unreadable %s: %s", state_file, exc)
             return []
         resumed: list[Job] = []
-        for entry in entries:
+        for number, entry in enumerate(entries):
+            problem = entry_problem(entry)
+            if problem is not None:
+                # One bad entry (a hand edit, another version) is skipped, never fatal.
+                log.warning("skipping job entry %d of %s: %s", number + 1, state_file, problem)
+                continue
+            if entry.get("state") in TERMINAL:
+                self._restore_finished(entry)
+                continue
+            path, overrides = entry["path"], dict(entry.get("overrides") or {})
             try:
-                path, overrides = str(entry["path"]), dict(entry.get("overrides") or {})
                 task = await asyncio.to_thread(self._loader, path, overrides)
             except (GpoError, KeyError, TypeError, ValueError) as exc:
-                log.warning("not resuming a job for %s: %s", entry, exc)
+                log.warning("not resuming a job for %s: %s", path, exc)
                 continue
             if self.active_for(path) is not None:
                 continue
-            job = Job(str(entry.get("id") or uuid.uuid4().hex[:12]), path, overrides, False,
-                      task, created=float(entry.get("created") or time.time()),
+            job = Job(entry.get("id") or uuid.uuid4().hex[:12], path, overrides, False,
+                      task, created=entry.get("created") or time.time(),
                       total_steps=task.settings.steps,
-                      prior_cost=float(entry.get("cost") or 0.0),
-                      prior_calls=int(entry.get("calls") or 0),
+                      prior_cost=entry.get("cost") or 0.0,
+                      prior_calls=entry.get("calls") or 0,
                       seq=_resumed_seq())
             self._add(job)
             resumed.append(job)
         return resumed
+
+    def _restore_finished(self, entry: dict[str, Any]) -> None:
+        """A job that ended before the restart: listed with its final state for a while."""
+        ended = entry.get("ended")
+        if ended is None or time.time() - ended > KEEP_FINISHED or entry["id"] in self._jobs:
+            return
+        self._jobs[entry["id"]] = Job(
+            entry["id"], entry["path"], dict(entry.get("overrides") or {}), False, None,
+            created=entry["created"], state=entry["state"], started=entry.get("started"),
+            ended=ended, step=entry.get("step") or 0, total_steps=entry.get("total_steps") or 0,
+            initial_dev=entry.get("initial_dev"), best_dev=entry.get("best_dev"),
+            error=entry.get("error") or "", error_kind=entry.get("error_kind") or "",
+            prior_cost=entry.get("cost") or 0.0, prior_calls=entry.get("calls") or 0,
+            result=entry.get("result"), seq=_resumed_seq())
+        job = self._jobs[entry["id"]]
+        # A client following it reads its end, as it would have before the restart.
+        self._emit(job, {"kind": "end", "state": job.state, "error": job.error,
+                         "error_kind": job.error_kind, "result": job.result})
 
     async def close(self) -> None:
         """Stop every job between two awaits (a trajectory save is never cut in half),
@@ -382,6 +412,7 @@ class JobRegistry:
 
     async def _attempts(self, job: Job) -> None:
         config = self.config
+        assert job.task is not None  # only a job read back finished has none, never run
         llm = open_llm(job.task, cache_dir=config.cache_dir, api_base=config.api_base)
         if config.call_retries is not None:
             llm.max_retries = config.call_retries
@@ -461,13 +492,66 @@ class JobRegistry:
         state_file = self.config.state_file
         if state_file is None:
             return
-        entries = [{"id": j.id, "path": j.path, "overrides": j.overrides, "created": j.created,
-                    "cost": j.cost, "calls": j.calls}
-                   for j in self.jobs() if j.active]
+        now = time.time()
+        entries: list[dict[str, Any]] = [
+            {"id": j.id, "path": j.path, "overrides": j.overrides, "created": j.created,
+             "cost": j.cost, "calls": j.calls}
+            for j in self.jobs() if j.active]
+        # Finished ones too, with their final state, so a restart still lists them.
+        entries += [{"id": j.id, "path": j.path, "overrides": j.overrides,
+                     "created": j.created, "cost": j.cost, "calls": j.calls,
+                     "state": j.state, "started": j.started, "ended": j.ended, "step": j.step,
+                     "total_steps": j.total_steps, "initial_dev": j.initial_dev,
+                     "best_dev": j.best_dev, "error": j.error, "error_kind": j.error_kind,
+                     "result": j.result}
+                    for j in self.jobs()
+                    if j.state in TERMINAL and j.ended is not None
+                    and now - j.ended <= KEEP_FINISHED]
         try:
             write_private(state_file, json.dumps({"jobs": entries}, indent=1))
         except OSError as exc:
             log.warning("could not save %s: %s", state_file, exc)
+
+
+# Fields of a jobs.json entry: (type(s), required). Numbers are finite, counts whole.
+_ENTRY_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "id": ((str,), False), "path": ((str,), True), "overrides": ((dict, type(None)), False),
+    "created": ((int, float), False), "cost": ((int, float, type(None)), False),
+    "calls": ((int, type(None)), False), "state": ((str,), False),
+    "started": ((int, float, type(None)), False), "ended": ((int, float, type(None)), False),
+    "step": ((int,), False), "total_steps": ((int,), False),
+    "initial_dev": ((int, float, type(None)), False),
+    "best_dev": ((int, float, type(None)), False), "error": ((str,), False),
+    "error_kind": ((str,), False), "result": ((dict, type(None)), False),
+}
+
+
+def entry_problem(entry: Any) -> str | None:
+    """What is wrong with one jobs.json entry, or None when it can be used as it is."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got {type(entry).__name__}"
+    for name, (types_, required) in _ENTRY_FIELDS.items():
+        if name not in entry:
+            if required:
+                return f"missing field {name!r}"
+            continue
+        value = entry[name]
+        if isinstance(value, bool) or not isinstance(value, types_):
+            return f"field {name!r} has the wrong type: {json.dumps(value)[:40]}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"field {name!r} is not a finite number"
+        if isinstance(value, (int, float)) and value < 0:
+            return f"field {name!r} is negative"
+    if not entry["path"] or not Path(entry["path"]).is_absolute():
+        return "field 'path' should be an absolute path"
+    if "id" in entry and not entry["id"]:
+        return "field 'id' is empty"
+    state = entry.get("state")
+    if state is not None and state not in TERMINAL:
+        return f"field 'state' should be one of {', '.join(TERMINAL)}, got {state!r}"
+    if state is not None and ("id" not in entry or "created" not in entry):
+        return "a finished job needs its 'id' and 'created'"
+    return None
 
 
 def failure_kind(exc: ModelCallError) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import secrets
 import socket
@@ -113,10 +114,18 @@ def read_status(directory: Path) -> Status | None:
     """The status file's content, or None when absent or unreadable."""
     try:
         data: Any = json.loads((directory / STATUS_NAME).read_text(encoding="utf-8"))
-        return Status(int(data["pid"]), str(data["address"]), str(data["version"]),
-                      float(data["started"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        pid, address, version, started = (data["pid"], data["address"], data["version"],
+                                          data["started"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+    # Checked field by field: a hand-edited or foreign file is no status (a pid beyond
+    # what the kernel hands out would make os.kill raise OverflowError).
+    if (not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31
+            or not isinstance(address, str) or not isinstance(version, str)
+            or not isinstance(started, (int, float)) or isinstance(started, bool)
+            or not math.isfinite(started)):
+        return None
+    return Status(pid, address, version, float(started))
 
 
 def remove_status(directory: Path, pid: int | None = None) -> None:

@@ -569,6 +569,69 @@ async def test_a_job_on_a_prompt_another_process_optimizes_fails_and_pays_nothin
     assert model.requests == 0
 
 
+async def test_bad_entries_in_the_daemon_files_are_skipped_and_the_daemon_starts(
+        rt_dir: Path, model: ModelServer, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    prompt = write_task(tmp_path / "ws", steps=1)
+    rt_dir.mkdir(mode=0o700, parents=True)
+    good = {"id": "good", "path": str(prompt.resolve()), "created": time.time()}
+    entries = [{"id": "bad", "path": str(prompt.resolve()), "created": "abc"}, 5,
+               {"id": "neg", "path": str(prompt.resolve()), "calls": -3},
+               {"id": "rel", "path": "x.prompt"}, good]
+    (rt_dir / runtime.JOBS_NAME).write_text(json.dumps({"jobs": entries}))
+    (rt_dir / runtime.ROOTS_NAME).write_text(json.dumps(
+        {"roots": [7, "relative", "/nul\u0000byte", str(tmp_path / "ws")]}))
+    (rt_dir / runtime.STATUS_NAME).write_text(json.dumps(
+        {"pid": 2**40, "address": "x", "version": "0", "started": 0}))
+    with caplog.at_level("WARNING", logger="gpo.daemon"):
+        async with daemon(config_for(rt_dir, model)) as (client, _):
+            assert (await client.health())["roots"] == [str((tmp_path / "ws").resolve())]
+            assert [j["id"] for j in await client.jobs()] == ["good"]
+            with pytest.raises(DaemonError):
+                await client.job("bad")
+            done = await client.wait("good")
+            assert done["state"] == "finished"
+    logged = caplog.text
+    assert "skipping job entry 1" in logged and "'created' has the wrong type" in logged
+    assert "skipping job entry 2" in logged and "skipping job entry 3" in logged
+    assert "skipping job entry 4" in logged and "skipping workspace root 7" in logged
+
+
+def test_a_status_file_with_a_pid_beyond_the_kernels_is_no_status(rt_dir: Path) -> None:
+    rt_dir.mkdir(mode=0o700, parents=True)
+    for pid in (2**40, "12", True, -4):
+        (rt_dir / runtime.STATUS_NAME).write_text(json.dumps(
+            {"pid": pid, "address": "x", "version": "0", "started": 0}))
+        assert runtime.read_status(rt_dir) is None
+        assert runtime.live_status(rt_dir) is None
+
+
+async def test_a_finished_job_is_still_listed_after_a_daemon_restart(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    import time
+
+    prompt = write_task(tmp_path / "ws", steps=1)
+    config = config_for(rt_dir, model)
+    async with daemon(config, roots=(tmp_path / "ws",)) as (client, _):
+        job, _ = await client.create_job(prompt)
+        before = await client.wait(job["id"])
+    assert before["state"] == "finished"
+    saved = json.loads((rt_dir / runtime.JOBS_NAME).read_text())
+    old = {**saved["jobs"][0], "id": "old", "ended": time.time() - 25 * 3600}
+    (rt_dir / runtime.JOBS_NAME).write_text(json.dumps({"jobs": [*saved["jobs"], old]}))
+    calls = model.requests
+    async with daemon(config) as (client, _):
+        after = await client.job(job["id"])
+        assert [j["id"] for j in await client.jobs()] == [job["id"]]  # not the 25 h old one
+        events = [e async for e in client.events(job["id"])]
+    assert events[-1]["kind"] == "end" and events[-1]["state"] == "finished"
+    for name in ("state", "step", "total_steps", "best_dev", "result", "created", "ended"):
+        assert after[name] == before[name], name
+    assert model.requests == calls  # listed, not run again
+
+
 async def test_clean_shutdown_keeps_the_trajectory_and_the_next_daemon_resumes(
         rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
     prompt = write_task(tmp_path / "ws", steps=4)
