@@ -34,8 +34,10 @@ from aiohttp import web
 from gpo_engine import __version__
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.evaluate import EvalResult
+from gpo_engine.examples import find_examples_path
 from gpo_engine.llm import Usage
 from gpo_engine.optimizer import current_budget, pick_suggestion
+from gpo_engine.promptfile import load_prompt
 from gpo_engine.task import Task, open_llm, score
 from gpo_engine.template import template_error
 from gpo_engine.trajectory import Trajectory, same_prompt, trajectory_key
@@ -177,6 +179,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # thousands of nested arrays: no request of ours nests so deep
+        raise ApiError(400, "bad_json", "the request body nests too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the request body must be a JSON object")
     return data
@@ -211,11 +215,12 @@ def checked_path(state: DaemonState, raw: str) -> Path:
     return resolved
 
 
-def inside(state: DaemonState, resolved: Path, shown: str) -> None:
+def inside(state: DaemonState, resolved: Path, shown: str, rule: str = "") -> None:
     if not any(resolved.is_relative_to(root) for root in state.roots):
         hint = ("no workspace root is registered" if not state.roots
                 else "it is outside every registered workspace root")
-        raise ApiError(403, "outside_roots", f"refusing {shown}: {hint}")
+        raise ApiError(403, "outside_roots",
+                       f"refusing {shown}: {hint}" + (f" ({rule})" if rule else ""))
 
 
 def checked_overrides(data: dict[str, Any]) -> dict[str, Any]:
@@ -232,17 +237,33 @@ async def load_checked(state: DaemonState, path: Path, overrides: dict[str, Any]
     misconfigured file."""
     if not path.is_file():
         raise ApiError(404, "file_not_found", f"{path} is not a file")
+
+    def load() -> Task:
+        # The example set may be named in the frontmatter (`gpo.examples: /etc/passwd`)
+        # or be a symlink out of the workspace: confined before a byte of it is read.
+        examples = examples_location(path, overrides)
+        inside(state, examples.resolve(), str(examples),
+               rule="the example set must be inside a registered workspace root "
+               "(symlinks resolved)")
+        return state.registry.load_task(str(path), overrides)
+
     try:
-        task = await asyncio.to_thread(state.registry.load_task, str(path), overrides)
+        task = await asyncio.to_thread(load)
     except SourceError as exc:
         problems = [{"path": str(p.path), "line": p.line, "column": p.column,
                      "message": p.message, "severity": p.severity} for p in exc.problems]
         raise ApiError(422, "invalid_source", str(exc), problems=problems) from None
     except ConfigError as exc:
         raise ApiError(400, "bad_settings", str(exc)) from None
-    # The example set may be named in the frontmatter: it must be inside the roots too.
-    inside(state, task.examples.path.resolve(), str(task.examples.path))
     return task
+
+
+def examples_location(path: Path, overrides: dict[str, Any]) -> Path:
+    """Where load_task will read the prompt's example set, found as it finds it."""
+    prompt = load_prompt(path)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    settings = prompt.settings.replace(**changes) if changes else prompt.settings
+    return find_examples_path(prompt.path, settings.examples)
 
 
 # ---------------------------------------------------------------- handlers

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gpo_engine.errors import GpoError
+
 SOCKET_NAME = "daemon.sock"
 STATUS_NAME = "daemon.json"
 LOCK_NAME = "daemon.lock"
@@ -40,8 +42,10 @@ LOG_NAME = "daemon.log"
 _MAX_SOCKET_PATH = 103
 
 
-class RuntimeDirError(Exception):
-    """The runtime directory is unsafe or unusable (wrong owner, path too long...)."""
+class RuntimeDirError(GpoError):
+    """The runtime directory is unsafe or unusable (wrong owner, path too long...).
+
+    A GpoError, so every command reports it in one line, never as a traceback."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,27 @@ def ensure_runtime_dir(path: Path | None = None) -> Path:
     for our socket there); one of ours with looser permissions is tightened.
     """
     directory = (path or default_runtime_dir()).expanduser().absolute()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        created = True
+    except FileExistsError:
+        created = False
     info = directory.lstat()
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
         raise RuntimeDirError(f"{directory} is not a directory")
+    own = _own_folder_hint(directory)
     if info.st_uid != os.getuid():
-        raise RuntimeDirError(f"{directory} belongs to another user (uid {info.st_uid})")
-    if stat.S_IMODE(info.st_mode) != 0o700:
+        raise RuntimeDirError(f"{directory} belongs to another user (uid {info.st_uid}); "
+                              f"{own}")
+    mode = stat.S_IMODE(info.st_mode)
+    shared = stat.S_IWGRP | stat.S_IWOTH | stat.S_ISVTX
+    if not created and mode & shared:
+        # A folder others may write in (/tmp, a shared drop box) is not one gpo made:
+        # tightening it would break everyone else's use of it. Never chmod it.
+        raise RuntimeDirError(f"{directory} is writable by other users (mode {mode:04o}), so "
+                              f"gpo did not create it and will not change its permissions; "
+                              f"{own}")
+    if mode != 0o700:
         os.chmod(directory, 0o700)
     if len(str(directory / SOCKET_NAME)) > _MAX_SOCKET_PATH:
         raise RuntimeDirError(
@@ -90,6 +108,11 @@ def ensure_runtime_dir(path: Path | None = None) -> Path:
             "shorter one"
         )
     return directory
+
+
+def _own_folder_hint(directory: Path) -> str:
+    return (f"set GPO_RUNTIME_DIR to a folder of gpo's own (e.g. "
+            f"{directory / f'gpo-{os.getuid()}'}, which gpo creates with mode 0700)")
 
 
 def socket_path(directory: Path) -> Path:

@@ -153,6 +153,43 @@ async def test_runtime_dir_socket_and_status_file_are_private(
     assert runtime.read_status(rt_dir) is None and not sock.exists()
 
 
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o770])
+def test_a_shared_runtime_dir_is_refused_and_never_chmoded(
+        tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gpo_server.cli import main
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)  # like /tmp: gpo did not make it
+    monkeypatch.setenv("GPO_RUNTIME_DIR", str(shared))
+    for argv in (["daemon", "status"], ["daemon", "start"], ["daemon", "jobs"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        words = " ".join(err.split())
+        assert "is writable by other users" in words and "set GPO_RUNTIME_DIR" in words
+        assert stat.S_IMODE(shared.stat().st_mode) == mode
+    with pytest.raises(runtime.RuntimeDirError):
+        runtime.ensure_runtime_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+
+
+def test_a_daemon_start_failure_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    prompt = write_task(tmp_path / "ws", steps=1)
+    env = {**os.environ, "GPO_RUNTIME_DIR": str(shared), "COLUMNS": "400"}
+    for argv in (["daemon", "run"], ["optimize", str(prompt), "--daemon", "--yes"]):
+        done = subprocess.run([sys.executable, "-m", "gpo_server.cli", *argv], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and "RuntimeDirError" not in done.stderr
+        assert "is writable by other users" in done.stderr.strip().splitlines()[-1]
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
 def test_loose_runtime_dir_is_tightened_to_0700(rt_dir: Path) -> None:
     rt_dir.mkdir(parents=True, mode=0o755)
     os.chmod(rt_dir, 0o755)
@@ -235,6 +272,38 @@ async def test_paths_outside_the_workspace_roots_are_refused(
         assert caught.value.status == 400
 
 
+async def test_an_example_set_out_of_the_roots_is_refused_before_it_is_read(
+        rt_dir: Path, model: ModelServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpo_engine.task
+
+    read: list[Path] = []
+    real = gpo_engine.task.load_examples
+
+    def recording(path: Path, *args: Any, **kwargs: Any) -> Any:
+        read.append(Path(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(gpo_engine.task, "load_examples", recording)
+    secret = tmp_path / "secret" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text(json.dumps({"review": "x", "expected": "y", "split": "dev"}) + "\n")
+    linked = write_task(tmp_path / "ws" / "a", name="c")
+    (linked.parent / "c.examples.jsonl").unlink()
+    (linked.parent / "c.examples.jsonl").symlink_to(secret)
+    named = write_task(tmp_path / "ws" / "b", extra=f"gpo.examples: {secret}\n")
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        for path in (linked, named):
+            for call in (client.create_job(path), client.prompt_state(path),
+                         client.evaluate(path)):
+                with pytest.raises(DaemonError) as caught:
+                    await call
+                assert (caught.value.status, caught.value.code) == (403, "outside_roots")
+                assert "the example set must be inside a registered workspace root" in \
+                    caught.value.message
+    assert read == []  # refused without reading a byte of it
+
+
 # ---------------------------------------------------------------- malformed requests
 
 
@@ -242,6 +311,8 @@ async def test_paths_outside_the_workspace_roots_are_refused(
     ("POST", "/v1/jobs", b"{not json", 400, "bad_json"),
     ("POST", "/v1/jobs", b"\xff\xfe", 400, "bad_json"),
     ("POST", "/v1/jobs", b"[1, 2]", 400, "bad_request"),
+    ("POST", "/v1/jobs", b"[" * 5000 + b"]" * 5000, 400, "bad_json"),
+    ("POST", "/v1/evaluate", b'{"path": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "bad_json"),
     ("POST", "/v1/jobs", b"{}", 400, "missing_field"),
     ("POST", "/v1/jobs", b'{"path": 42}', 400, "wrong_type"),
     ("POST", "/v1/jobs", b'{"path": "/x.prompt", "restart": "yes"}', 400, "wrong_type"),
