@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from lsprotocol import types
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
+from pygls.protocol import JsonRPCNotification, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import from_fs_path, to_fs_path
 
@@ -94,6 +95,26 @@ class Utf16Protocol(LanguageServerProtocol):
             params.capabilities.general = attrs.evolve(
                 general, position_encodings=[types.PositionEncodingKind.Utf16])
         return (yield from super().lsp_initialize(params))
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """pygls drops a request whose params it cannot type (a position with line -1 or
+        beyond 2^31 - 1, out of LSP's uinteger): the client would wait forever. Such a
+        request gets an answer: null (nothing there), or InvalidParams for gpo's own
+        request, whose params are gpo's to define."""
+        try:
+            return super().structure_message(data)
+        except (JsonRpcInvalidParams, JsonRpcInternalError):
+            if not (isinstance(data, dict) and "id" in data and "method" in data
+                    and isinstance(data["id"], (int, str)) and data.get("jsonrpc") == "2.0"):
+                raise
+            if data["method"] == SUGGESTION_REQUEST:
+                self._send_response(data["id"], error=types.ResponseError(
+                    code=JsonRpcInvalidParams.CODE, message="invalid gpo/suggestion params"))
+            else:
+                self._send_response(data["id"], result=None)
+            # Handled: what pygls goes on with is a notification nobody listens to.
+            return JsonRPCNotification(method="$/gpo/unreadableRequest", jsonrpc="2.0",
+                                       params=None)
 
 
 class GpoServer(LanguageServer):
@@ -825,8 +846,12 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
     @server.feature(SUGGESTION_REQUEST)
     def suggestion(ls: GpoServer, params: Any) -> dict[str, str] | None:
         given = plain(params)
-        uri = given.get("textDocument", {}).get("uri") if isinstance(given, Mapping) else None
-        doc = ls.documents.get(uri) if isinstance(uri, str) else None
+        document = given.get("textDocument") if isinstance(given, Mapping) else None
+        uri = document.get("uri") if isinstance(document, Mapping) else None
+        if not isinstance(uri, str):
+            raise JsonRpcInvalidParams(
+                "gpo/suggestion takes {\"textDocument\": {\"uri\": string}}")
+        doc = ls.documents.get(uri)
         prompt = ls.prompt_of(doc) if doc is not None else None
         if doc is None or prompt is None:
             return None

@@ -543,6 +543,50 @@ async def test_bad_documents_give_diagnostics_never_a_crash(short_dir: Path) -> 
                    for m in client.log_messages)
 
 
+async def raw_request(client: LanguageClient, method: str, params: Any) -> Any:
+    """A request sent as given, past lsprotocol's types (which cannot hold a line of -1)
+    and pytest-lsp's checks; its result, or the JsonRpcException of its error."""
+    from concurrent.futures import Future
+
+    from pygls.protocol import JsonRPCRequestMessage
+
+    msg_id = f"raw-{time.monotonic_ns()}"
+    answer: Future[Any] = Future()
+    client.protocol._request_futures[msg_id] = answer
+    client.protocol._send_data(JsonRPCRequestMessage(id=msg_id, method=method, params=params,
+                                                     jsonrpc="2.0"))
+    # No answer within the wait is the bug: a client would wait forever.
+    return await asyncio.wait_for(asyncio.wrap_future(answer), 20)
+
+
+async def test_out_of_range_positions_and_bad_suggestion_params_get_an_answer(
+        short_dir: Path) -> None:
+    from pygls.exceptions import JsonRpcException
+
+    ws = short_dir / "ws"
+    good = write_capitals(ws)
+    unreachable = {"daemon": {"address": str(short_dir / "nobody.sock")}}
+    async with session(short_dir, "visual-studio-code", ws, init=unreachable) as client:
+        uri = open_doc(client, good)
+        await wait_until(lambda: uri in client.diagnostics, "the prompt's diagnostics")
+        document = {"uri": uri}
+        for position in ({"line": -1, "character": 0}, {"line": 2**40, "character": 3},
+                         {"line": 3, "character": -5}):
+            assert await raw_request(client, "textDocument/hover", {
+                "textDocument": document, "position": position}) is None, position
+            assert await raw_request(client, "textDocument/codeAction", {
+                "textDocument": document, "range": {"start": position, "end": position},
+                "context": {"diagnostics": []}}) is None, position
+        for params in ({"textDocument": 5}, [1, 2], "x", {"textDocument": {"uri": 7}}, {},
+                       None):
+            with pytest.raises(JsonRpcException) as caught:
+                await raw_request(client, "gpo/suggestion", params)
+            assert caught.value.code == -32602, params  # InvalidParams, not InternalError
+        # Still serving, and a well-formed request is answered as before.
+        assert await raw_request(client, "gpo/suggestion", {"textDocument": document}) is None
+        assert "not yet scored" in await hover_text(client, uri, 5)
+
+
 # ---------------------------------------------------------------------------
 # The server never loads the model layer, and the pure conversions
 
