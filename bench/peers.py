@@ -26,9 +26,9 @@ CPU time and peak RSS (`os.wait4`), the requests the server received. Client
 cost per call at C = 1: the server-side gap between one answer and the next
 request, (span - n x latency) / (n - 1), on a run of `--cost-rows` LARGE rows,
 beside a bare aiohttp client's gap (the floor: the server's timer, the
-loopback, the scheduler); and the process CPU time per call, (CPU of the
-all-rows run at the lowest C - CPU of a run of SMALL rows at C = 1) /
-(rows - SMALL), which cancels the start-up: the target's measure.
+loopback, the scheduler); and the process CPU time per call, (CPU of a run of
+`--cpu-rows` rows with no latency at C = 16 - CPU of the run of SMALL rows) /
+(cpu rows - SMALL), which cancels the start-up: the target's measure.
 
     python bench/peers.py --setup              # once: the peers' venv
     python bench/peers.py --repeat 3           # 256 rows, C = 4 16 64, 200 ms
@@ -252,12 +252,13 @@ def measured(command: list[str], env: dict[str, str], cwd: Path, timeout: float
 
 
 def run_tool(tool: str, rows: int, concurrency: int, args: argparse.Namespace,
-             probe: bool = False) -> dict[str, Any]:
-    """One cold evaluation of `rows` rows by `tool` at `concurrency`, on a fresh server."""
+             probe: bool = False, latency: float | None = None) -> dict[str, Any]:
+    """One cold evaluation of `rows` rows by `tool` at `concurrency`, on a fresh server
+    answering after `latency` (default: --latency)."""
     scratch = Path(tempfile.mkdtemp(prefix=f"gpo-peers-{tool}-"))
     try:
         prompt = write_inputs(scratch, rows, concurrency)
-        server = Server(args.latency, concurrency)
+        server = Server(args.latency if latency is None else latency, concurrency)
         try:
             env = {**os.environ, "OPENAI_API_KEY": "test", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                    "DSPY_CACHEDIR": str(scratch / "dspy-cache"), "PYTHONUNBUFFERED": "1"}
@@ -327,7 +328,8 @@ def evaluation_runs(args: argparse.Namespace) -> dict[tuple[str, int], list[dict
 
 
 def cost_runs(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
-    """Per repeat and tool: a small and a large run at C = 1."""
+    """Per repeat and tool: a small and a large run at C = 1 (the gap), and a bulk run
+    of --cpu-rows rows with no latency at C = 16 (the CPU per call, less the small run's)."""
     small, large = args.cost_rows
     out: dict[str, list[dict[str, Any]]] = {}
     for repeat in range(args.repeat):
@@ -335,11 +337,13 @@ def cost_runs(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             few = run_tool(tool, small, 1, args)
             many = run_tool(tool, large, 1, args)
             gap = (many["span"] - large * args.latency) / (large - 1)
-            out.setdefault(tool, []).append({"gap_ms": gap * 1000, "start_cpu": few["cpu"],
-                                             "span": many["span"], "process": many["process"],
-                                             "requests": many["requests"],
-                                             "load": many["load"]})
-            print(f"  C=1 {tool}: {gap * 1000:.2f} ms gap; {small} rows: {few['cpu']:.2f} s CPU",
+            cost = {"gap_ms": gap * 1000, "span": many["span"], "load": many["load"]}
+            if tool != "aiohttp":
+                bulk = run_tool(tool, args.cpu_rows, 16, args, latency=0.0)
+                cost["cpu_ms"] = 1000 * (bulk["cpu"] - few["cpu"]) / (args.cpu_rows - small)
+            out.setdefault(tool, []).append(cost)
+            print(f"  C=1 {tool}: {gap * 1000:.2f} ms gap, "
+                  f"{cost.get('cpu_ms', math.nan):.2f} ms CPU per call",
                   file=sys.stderr, flush=True)
     return out
 
@@ -368,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool and C")
     parser.add_argument("--cost-rows", type=int, nargs=2, default=[16, 64],
                         metavar=("SMALL", "LARGE"), help="rows of the C = 1 runs")
+    parser.add_argument("--cpu-rows", type=int, default=1024,
+                        help="rows of the no-latency run that measures CPU per call")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per process")
     parser.add_argument("--quick", action="store_true",
                         help="smoke size: 32 rows, C = 4, 50 ms, one repeat; "
@@ -391,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = f"peers skipped: no venv at {args.venv} (`python bench/peers.py --setup`)"
     if args.quick:
         args.rows, args.concurrency, args.latency, args.repeat = 32, [4], 0.05, 1
-        args.cost_rows = [4, 8]
+        args.cost_rows, args.cpu_rows = [4, 8], 64
     target_run = (args.rows == 256 and args.latency == 0.2)
 
     print(f"# peers: {args.rows} rows, latency {args.latency * 1000:.0f} ms, "
@@ -402,13 +408,6 @@ def main(argv: list[str] | None = None) -> int:
         print(skipped + "\n")
     runs = evaluation_runs(args)
     costs = cost_runs(args)
-    # CPU per call: a run of all rows (at the lowest C) less a run of a few (at C = 1),
-    # paired by repeat; the difference is the CPU of (rows - few) calls, start-up cancelled.
-    lowest = min(args.concurrency)
-    for tool in args.tools:
-        for cost, run in zip(costs[tool], runs[(tool, lowest)], strict=True):
-            cost["cpu_ms"] = 1000 * (run["cpu"] - cost["start_cpu"]) / (args.rows
-                                                                        - args.cost_rows[0])
     probe = run_tool("gpo", args.cost_rows[0], 1, args, probe=True)
     loads = [r["load"] for rs in runs.values() for r in rs]
 
@@ -432,12 +431,13 @@ def main(argv: list[str] | None = None) -> int:
                         "score"], rows))
     print()
 
-    print(f"## Client cost per call at C = 1: medians of {args.repeat} run(s)\n")
+    print(f"## Client cost per call: medians of {args.repeat} run(s)\n")
     print(f"gap: (span - n x latency) / (n - 1) on {args.cost_rows[1]} rows at C = 1, the time "
           "between one answer leaving the server and the next request arriving (client + "
           "server + loopback; bare aiohttp is the floor); CPU: the process's CPU per call, "
-          f"(CPU of the {args.rows}-row run at C = {lowest} - CPU of a {args.cost_rows[0]}-row run "
-          f"at C = 1) / {args.rows - args.cost_rows[0]}, paired by repeat.\n")
+          f"(CPU of a {args.cpu_rows}-row run at C = 16 with no latency - CPU of a "
+          f"{args.cost_rows[0]}-row run) / {args.cpu_rows - args.cost_rows[0]}, paired by "
+          "repeat (start-up cancelled).\n")
     floor = common.median([c["gap_ms"] for c in costs["aiohttp"]])
     table = []
     for tool in ["aiohttp", *args.tools]:
