@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,8 +90,15 @@ def release(fd: int) -> None:
 @contextlib.contextmanager
 def prompt_lock(cache_dir: Path, key: str, path: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the run lock of `key` for the block. PromptBusy at once when another process
-    holds it, or with `wait`, block until it is free."""
-    fd = try_lock(cache_dir, key)
+    holds it, or with `wait`, block until it is free. A cache dir that cannot hold the
+    lock (read-only, a file in its place) warns and runs unlocked, like the stores."""
+    try:
+        fd = try_lock(cache_dir, key)
+    except OSError as exc:
+        warnings.warn(f"run lock unavailable in {lock_dir(cache_dir)}: {exc}; another run "
+                      "of this prompt is not kept out", stacklevel=3)
+        yield
+        return
     if fd is None:
         if not wait:
             raise PromptBusy(path, *holder(cache_dir, key))

@@ -159,6 +159,7 @@ async def test_unwritable_cache_degrades_to_no_caching_with_a_warning(
     messages = " ".join(str(w.message) for w in caught)
     assert "response cache disabled" in messages
     assert "trajectory store unavailable" in messages
+    assert "run lock unavailable" in messages  # and the run goes on, unlocked
 
 
 async def test_a_plain_request_keeps_the_key_it_had_before_extra_parameters(

@@ -67,13 +67,16 @@ def _run_lock(args: argparse.Namespace, err: Console, task: Any) -> Any:
     cache = args.cache_dir or default_cache_dir()
     key = trajectory_key(task.fingerprint())
     if args.wait:
-        fd = try_lock(cache, key)
+        try:
+            fd = try_lock(cache, key)
+        except OSError:
+            fd = -1  # no lock to wait for: prompt_lock warns and runs unlocked
         if fd is None:
             pid, _ = holder(cache, key)
             who = f"pid {pid}" if pid is not None else "another process"
             err.print(f"{args.path} is being optimized by {who}; waiting for it to end",
                       markup=False, highlight=False)
-        else:
+        elif fd >= 0:
             release(fd)  # taken again just below (a race lost there just waits)
     return prompt_lock(cache, key, str(args.path), wait=args.wait)
 
