@@ -23,12 +23,14 @@ Measured per run: the evaluation's wall time as the server saw it (first
 request's arrival to the last request's arrival plus the latency: the same
 clock for every tool, start-up excluded), the whole process's wall time, its
 CPU time and peak RSS (`os.wait4`), the requests the server received. Client
-cost per call at C = 1: the server-side gap between one answer and the next
+cost per call: at C = 1, the server-side gap between one answer and the next
 request, (span - n x latency) / (n - 1), on a run of `--cost-rows` LARGE rows,
 beside a bare aiohttp client's gap (the floor: the server's timer, the
 loopback, the scheduler); and the process CPU time per call, (CPU of a run of
 `--cpu-rows` rows with no latency at C = 16 - CPU of the run of SMALL rows) /
-(cpu rows - SMALL), which cancels the start-up: the target's measure.
+(cpu rows - SMALL), which cancels the start-up: the target's measure. One more
+`gpo eval`, through a `python -c` wrapper of the CLI's main(), reports whether
+litellm was imported; `gpo eval --json` says which path the model took.
 
     python bench/peers.py --setup              # once: the peers' venv
     python bench/peers.py --repeat 3           # 256 rows, C = 4 16 64, 200 ms
