@@ -302,16 +302,20 @@ def _classify(exc: BaseException) -> Failure:
         return Failure("server", True, wait, message)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
-        if status == 429:
-            return Failure("rate_limit", True, wait, message)
-        if status == 408:
-            return Failure("timeout", True, wait, message)
-        if status in (401, 403):
-            return Failure("auth", False, None, message)
-        if status >= 500:
-            return Failure("server", True, wait, message)
-        if 400 <= status < 500:
-            return Failure("other", False, None, message)
+        return _by_status(status, wait, message)
+    return Failure("other", False, None, message)
+
+
+def _by_status(status: int, wait: float | None, message: str) -> Failure:
+    """The Failure an HTTP status means, on either call path."""
+    if status == 429:
+        return Failure("rate_limit", True, wait, message)
+    if status == 408:
+        return Failure("timeout", True, wait, message)
+    if status in (401, 403):
+        return Failure("auth", False, None, message)
+    if status >= 500:
+        return Failure("server", True, wait, message)
     return Failure("other", False, None, message)
 
 
@@ -326,16 +330,7 @@ def _direct_failure(exc: BaseException, message: str) -> Failure | None:
         return Failure("server", True, None, message)
     if not isinstance(exc, direct.HTTPFailure):
         return None
-    status, wait = exc.status_code, retry_after_seconds(exc.headers)
-    if status == 429:
-        return Failure("rate_limit", True, wait, message)
-    if status == 408:
-        return Failure("timeout", True, wait, message)
-    if status in (401, 403):
-        return Failure("auth", False, None, message)
-    if status >= 500:
-        return Failure("server", True, wait, message)
-    return Failure("other", False, None, message)
+    return _by_status(exc.status_code, retry_after_seconds(exc.headers), message)
 
 
 def _exception_headers(exc: BaseException) -> Mapping[str, Any] | None:
