@@ -154,15 +154,10 @@ def answer(messages: list[dict[str, Any]]) -> str:
 async def _serve(latency: float, max_concurrency: int | None) -> None:
     common.use_test_helpers()
     from model_server import ModelServer
+    from servers import serve_until_signal
 
     server = ModelServer(answer=answer, latency=latency, max_concurrency=max_concurrency)
-    async with server:
-        print(f"api_base {server.api_base}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+    await serve_until_signal(server)
     arrivals = server.arrivals
     print(json.dumps({"requests": server.requests, "rejected": server.rejected,
                       "max_in_flight": server.max_in_flight,

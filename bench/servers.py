@@ -154,9 +154,8 @@ class ThreadedServer:
         self._thread.join(10)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    server = ModelServer(answer=ScriptedAnswers(args.answer), latency=args.latency,
-                         max_concurrency=args.max_concurrency)
+async def serve_until_signal(server: ModelServer) -> None:
+    """Run `server`, print its api_base for the parent, and stop on SIGTERM or SIGINT."""
     async with server:
         print(f"api_base {server.api_base}", flush=True)
         stop = asyncio.Event()
@@ -164,6 +163,12 @@ async def _serve(args: argparse.Namespace) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    await serve_until_signal(ModelServer(answer=ScriptedAnswers(args.answer),
+                                         latency=args.latency,
+                                         max_concurrency=args.max_concurrency))
 
 
 def main(argv: list[str] | None = None) -> None:
