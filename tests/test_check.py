@@ -21,17 +21,10 @@ from pathlib import Path
 import pytest
 from model_server import ModelServer
 
-from gpo_engine.check import (
-    Lock,
-    SplitRecord,
-    find_targets,
-    judge,
-    lock_path,
-    parse_lock,
-    prompt_hash,
-    stale_reasons,
-)
+from gpo_engine.check import judge, stale_reasons
+from gpo_engine.check_targets import find_targets
 from gpo_engine.errors import SourceError
+from gpo_engine.lockfile import Lock, SplitRecord, lock_path, parse_lock, prompt_hash
 from gpo_server.cli import main
 
 MODEL = "openai/x"

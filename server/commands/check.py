@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gpo_engine.check import CheckResult, find_targets, lock_path
+from gpo_engine.check import CheckResult
+from gpo_engine.check_targets import find_targets
+from gpo_engine.lockfile import lock_path
 from gpo_server.commands.common import API_BASE_ENV, EXIT_FAIL, EXIT_OK
 
 _STYLE = {"pass": "green", "updated": "green", "regression": "red", "stale": "yellow",
