@@ -17,6 +17,7 @@ from gpo_server.lsp_lint import (
     check_examples,
     column_location,
     tag_offset,
+    tag_offsets,
     unread_column_problems,
     unread_columns,
     variables_read,
@@ -61,6 +62,25 @@ def located(problems: Any) -> list[tuple[str, int, int, str]]:
 def test_tag_offset_finds_the_first_tag_reading_a_variable(body: str, offset: int | None
                                                              ) -> None:
     assert tag_offset(body, "name") == offset
+
+
+def test_tag_offsets_of_many_names_in_one_pass_agree_with_one_at_a_time() -> None:
+    body = ("{{!-- {{a}} --}}{{b.a}} {{x a=1}} {{#each items as |it|}}{{it.a}}{{/each}} "
+            "{{a}} {{c-d}} {{$e}} {{lookup 'f' g}} {{h}}{{h}}")
+    names = ["a", "b", "c-d", "$e", "f", "g", "h", "it", "x", "missing", "items"]
+    found = tag_offsets(body, names)
+    assert found == {n: tag_offset(body, n) for n in names if tag_offset(body, n) is not None}
+    assert found["a"] == body.rindex("{{a}}") and found["h"] == body.index("{{h}}")
+    assert found["$e"] == body.index("{{$e}}")  # not a word run: searched tag by tag
+    assert "f" not in found and "missing" not in found
+
+
+def test_tag_offsets_of_5000_variables() -> None:
+    """5,000 variables (23 s with one scan of the body each) are placed in one pass."""
+    names = [f"v{i}" for i in range(5000)]
+    body = " ".join(f"{{{{{name}}}}}" for name in names)
+    found = tag_offsets(body, names)
+    assert found["v4999"] == body.index("{{v4999}}") and len(found) == 5000
 
 
 # --- a variable no row has ----------------------------------------------------------------
