@@ -12,13 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpo_engine.errors import ConfigError, SourceError
+from gpo_engine.example_rows import input_json_schema
 from gpo_engine.examples import (
     Example,
     ExampleSet,
     assign_split,
     example_uid,
     find_examples_path,
-    input_json_schema,
     load_examples,
 )
 
