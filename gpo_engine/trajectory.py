@@ -31,6 +31,7 @@ from typing import Any
 
 from gpo_engine.diskstore import DiskStore
 from gpo_engine.errors import GpoError
+from gpo_engine.offer import Score
 
 FORMAT_VERSION = 1
 
@@ -110,6 +111,27 @@ class Trajectory:
             if same_prompt(candidate, text):
                 return dev
         return None
+
+    def dev_score(self, text: str) -> Score | None:
+        """The full-dev Score of `text` if it was ever scored (see dev_scores)."""
+        for candidate, _, score in self.dev_scores():
+            if same_prompt(candidate, text):
+                return score
+        return None
+
+    def dev_scores(self) -> list[tuple[str, int, Score]]:
+        """Every prompt of scored() as (text, step it entered, its full-dev Score): the
+        interval from the recorded per-row outcomes, or None bounds when none are kept."""
+        sizes = {self.initial: self.dev_n}
+        for s in self.steps:
+            sizes.update({c.text: c.dev_n for c in s.candidates if c.status == "scored"})
+        out = []
+        for text, dev, step in self.scored():
+            outcomes = self.dev_outcomes.get(text)
+            score = (dataclasses.replace(Score.of_outcomes(list(outcomes.values())), value=dev)
+                     if outcomes else Score(dev, sizes.get(text, 0)))
+            out.append((text, step, score))
+        return out
 
     def current(self) -> tuple[str, float]:
         if not self.steps:

@@ -33,15 +33,14 @@ from aiohttp import web
 
 from gpo_engine import __version__
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
-from gpo_engine.evaluate import EvalResult
 from gpo_engine.examples import find_examples_path
 from gpo_engine.llm import Usage
-from gpo_engine.optimizer import current_budget, pick_suggestion
+from gpo_engine.offer import NOT_COMPARED, Score, Verdict, offer_for
+from gpo_engine.optimizer import current_budget
 from gpo_engine.promptfile import load_prompt
 from gpo_engine.task import Task, open_llm, score
 from gpo_engine.template import template_error
 from gpo_engine.trajectory import Trajectory, same_prompt, trajectory_key
-from gpo_engine.update import word_distance
 from gpo_server import runtime
 from gpo_server.jobs import ACTIVE, Job, JobRegistry, RetryPolicy, RunnerConfig, UnknownJob
 
@@ -111,7 +110,7 @@ class DaemonState:
     busy: int = 0  # requests and event streams being served
     preload: Any = None  # the background import of the model layer
     # Scores measured by /evaluate, by (scoring_scope, text, split): shown in the prompt state.
-    evaluations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    evaluations: dict[tuple[str, str, str], Score] = field(default_factory=dict)
     # What /evaluate spent per prompt file (resolved path): part of the file's usage.
     scoring_usage: dict[str, Usage] = field(default_factory=dict)
 
@@ -463,8 +462,9 @@ async def evaluate_route(request: web.Request) -> web.Response:
         out: dict[str, Any] = {"path": str(path), "text": text, "model": task.task_model}
         for split in dict.fromkeys(splits):
             result = await score(task, llm, text, task.examples.part(split))
-            out[split] = summary_of(result) | {"failures": result.failures}
-            state.evaluations[(scoring_scope(task), text, split)] = summary_of(result)
+            measured = Score.of(result)
+            out[split] = measured.to_json() | {"failures": result.failures}
+            state.evaluations[(scoring_scope(task), text, split)] = measured
         out["usage"] = llm.usage.to_dict()
         return web.json_response(out)
     except ModelCallError as exc:
@@ -486,23 +486,6 @@ async def shutdown(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- prompt state
 
 
-def summary_of(result: EvalResult) -> dict[str, Any]:
-    low, high = result.interval()
-    return {"score": round(result.score, 2), "n": result.n, "low": round(low, 2),
-            "high": round(high, 2)}
-
-
-def _dev_summary(trajectory: Trajectory, text: str, score_: float, n: int) -> dict[str, Any]:
-    from gpo_engine.evaluate import confidence_interval
-
-    outcomes = trajectory.dev_outcomes.get(text)
-    if outcomes:
-        low, high = confidence_interval(list(outcomes.values()))
-        return {"score": round(score_, 2), "n": len(outcomes), "low": round(low, 2),
-                "high": round(high, 2)}
-    return {"score": round(score_, 2), "n": n, "low": None, "high": None}
-
-
 def scoring_scope(task: Task) -> str:
     """The file and what decides its scores (models, metric, answer length, examples):
     a score measured with other overrides (another model) is not this file's score."""
@@ -511,23 +494,29 @@ def scoring_scope(task: Task) -> str:
                        s.pattern, s.max_tokens, task.examples.content_hash])
 
 
-def _test_summary(scope: str, text: str, job: Job | None,
-                  evaluations: dict[tuple[str, str, str], dict[str, Any]]) -> Any:
+Evaluations = dict[tuple[str, str, str], Score]
+
+
+def _test_score(scope: str, text: str, job: Job | None,
+                evaluations: Evaluations) -> Score | None:
     measured = evaluations.get((scope, text, "test"))
     if measured is not None:
         return measured
     result = job.result if job is not None else None
     if result:
-        if result.get("best") == text and result.get("best_test"):
-            return result["best_test"]
-        if result.get("initial") == text and result.get("initial_test"):
-            return result["initial_test"]
+        for which in ("best", "initial"):
+            if result.get(which) == text and result.get(f"{which}_test"):
+                with contextlib.suppress(ValueError):  # a hand-edited jobs.json
+                    return Score.from_json(result[f"{which}_test"])
     return None
 
 
+def _json(score: Score | None) -> dict[str, Any] | None:
+    return score.to_json() if score is not None else None
+
+
 def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
-                 evaluations: dict[tuple[str, str, str], dict[str, Any]],
-                 scoring: Usage | None = None) -> dict[str, Any]:
+                 evaluations: Evaluations, scoring: Usage | None = None) -> dict[str, Any]:
     """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape);
     `scoring`: what re-scores of the file spent, counted in its usage."""
     path, body = str(task.path.resolve()), task.prompt.body
@@ -538,44 +527,35 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
     history: list[float] = []
     suggestion: dict[str, Any] | None = None
     withheld: dict[str, Any] | None = None
+
+    def test(text: str) -> Score | None:
+        return _test_score(scope, text, job, evaluations)
+
     if trajectory is not None:
-        sizes = {trajectory.initial: trajectory.dev_n}
-        for s in trajectory.steps:
-            sizes.update({c.text: c.dev_n for c in s.candidates if c.status == "scored"})
-        scored = [{"text": text, "step": step,
-                   "dev": _dev_summary(trajectory, text, dev, sizes.get(text, 0)),
-                   "test": _test_summary(scope, text, job, evaluations)}
-                  for text, dev, step in trajectory.scored()]
+        scored = [{"text": text, "step": step, "dev": dev.to_json(), "test": _json(test(text))}
+                  for text, step, dev in trajectory.dev_scores()]
         history = [dev for _, dev, _ in trajectory.history()]
-        picked = pick_suggestion(trajectory, body, budget)
-        baseline = trajectory.dev_score_of(body)
-        if picked is not None:
-            text, dev = picked
+        offer = offer_for(trajectory, body, budget, verdict=job_verdict(job, body), test=test)
+        if offer is not None:
             diff = "".join(difflib.unified_diff(
-                body.splitlines(keepends=True), text.splitlines(keepends=True),
+                body.splitlines(keepends=True), offer.text.splitlines(keepends=True),
                 fromfile=f"{path} (current)", tofile=f"{path} (suggested)"))
-            suggestion = {
-                "text": text, "base": body,
-                "dev": _dev_summary(trajectory, text, dev, sizes.get(text, 0)),
-                "test": _test_summary(scope, text, job, evaluations),
-                "gain": round(dev - baseline, 2) if baseline is not None else round(dev, 2),
-                "baseline_dev": baseline, "distance": word_distance(body, text),
-                "budget": budget, "diff": diff, "guard": suggestion_guard(text, body, job),
-            }
-            if suggestion["guard"]["verdict"] == "worse":
-                # The overfitting guard of `gpo optimize`: never offer a prompt that is
-                # significantly worse on the held-out rows; say why instead.
-                withheld, suggestion = suggestion, None
+            shown = {**offer.to_json(), "baseline_dev": trajectory.dev_score_of(body),
+                     "budget": budget, "diff": diff}
+            # The overfitting guard of `gpo optimize`: never offer a prompt that is
+            # significantly worse on the held-out rows; say why instead.
+            if offer.withheld:
+                withheld = shown
+            else:
+                suggestion = shown
     current_dev = evaluations.get((scope, body, "dev"))
     if current_dev is None and trajectory is not None:
-        known = trajectory.dev_score_of(body)
-        if known is not None:
-            current_dev = _dev_summary(trajectory, body, known, trajectory.dev_n)
+        current_dev = trajectory.dev_score(body)
     return {
         "version": STATE_VERSION, "path": path, "text": body,
         "task_model": task.task_model, "optimizer_model": task.optimizer_model,
         "steps_done": steps_done, "total_steps": task.settings.steps, "budget": budget,
-        "current": {"dev": current_dev, "test": _test_summary(scope, body, job, evaluations)},
+        "current": {"dev": _json(current_dev), "test": _json(test(body))},
         "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
@@ -584,8 +564,8 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
     }
 
 
-def suggestion_guard(text: str, body: str, job: Job | None) -> dict[str, Any]:
-    """The held-out verdict on `text` against the file's `body`, as the job measured it.
+def job_verdict(job: Job | None, body: str) -> Callable[[str], Verdict]:
+    """The held-out verdicts the file's job measured, against the file's `body`.
 
     The job's result carries the paired test of its suggestion against the text
     it started from; a verdict about other texts is not known without model calls,
@@ -593,10 +573,15 @@ def suggestion_guard(text: str, body: str, job: Job | None) -> dict[str, Any]:
     """
     result = (job.result if job is not None else None) or {}
     measured = (result.get("guard") or {}).get("suggestion")
-    if (measured and same_prompt(measured.get("text", ""), text)
-            and same_prompt(result.get("initial", ""), body)):
-        return {k: v for k, v in measured.items() if k != "text"}
-    return {"verdict": "untested", "reason": "no held-out comparison of this suggestion yet"}
+
+    def verdict(text: str) -> Verdict:
+        if (measured and same_prompt(measured.get("text", ""), text)
+                and same_prompt(result.get("initial", ""), body)):
+            with contextlib.suppress(ValueError):  # a hand-edited jobs.json: not known
+                return Verdict.from_json(measured)
+        return Verdict("untested", reason=NOT_COMPARED)
+
+    return verdict
 
 
 def _usage(job: Job | None, scoring: Usage | None = None) -> dict[str, Any]:

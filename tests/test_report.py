@@ -26,9 +26,10 @@ import aiohttp
 import pytest
 
 from gpo_engine.evaluate import confidence_interval
+from gpo_engine.offer import Score
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_server.cli import main
-from gpo_server.report import Interval, build_report, render_html
+from gpo_server.report_html import build_report, render_html
 from tests.model_server import ModelServer
 
 # ------------------------------------------------------------------ helpers
@@ -83,7 +84,7 @@ def _report(t: Trajectory, **kw: Any) -> Any:
     args: dict[str, Any] = {
         "task_model": "openai/task", "optimizer_model": "openai/opt", "metric": "exact",
         "budgets": [30, 25, 20, 15][: t.total_steps], "dev": {},
-        "test": {text: Interval(40.0, 20.0, 60.0, 10) for text, _, _ in t.history()},
+        "test": {text: Score(40.0, 10, 20.0, 60.0) for text, _, _ in t.history()},
         "file_text": t.initial, "suggestion": (t.steps[-1].chosen, t.steps[-1].chosen_dev)
         if t.steps else None, "budget_now": 15,
         "spend": [("the run", {"calls": 7, "cache_hits": 2, "failures": 0, "prompt_tokens": 90,
@@ -124,7 +125,7 @@ def test_page_lists_every_candidate_with_status_score_and_distance() -> None:
 
 def test_test_points_only_where_test_is_known() -> None:
     t = _trajectory(steps=2)
-    known = {t.initial: Interval(10.0, 2.0, 30.0, 10)}
+    known = {t.initial: Score(10.0, 10, 2.0, 30.0)}
     page = Tags(render_html(_report(t, test=known)))
     assert len(page.having("circle", "point", "test")) == 1
     page = Tags(render_html(_report(t, test={})))
@@ -136,12 +137,12 @@ def test_intervals_come_from_recorded_outcomes() -> None:
     t = _trajectory(steps=1)
     report = _report(t)
     low, high = confidence_interval([1.0, 0.0, 0.0, 0.0])
-    assert report.points[0].dev == Interval(25.0, low, high, 4)
+    assert report.points[0].dev == Score(25.0, 4, low, high)
     # A prompt without recorded outcomes keeps its recorded score as a point interval.
     t.dev_outcomes.clear()
-    assert _report(t).points[1].dev == Interval(50.0, 50.0, 50.0, 4)
+    assert _report(t).points[1].dev == Score(50.0, 4, 50.0, 50.0)
     # Scores the caller computed win over the record.
-    given = Interval(33.0, 10.0, 60.0, 9)
+    given = Score(33.0, 9, 10.0, 60.0)
     assert _report(t, dev={t.initial: given}).points[0].dev == given
 
 

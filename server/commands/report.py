@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, err: Console) -> int:
     with err.status(f"scoring {task.path.name} for the report"):
         report = asyncio.run(gather(task, trajectory, args))
     from gpo_engine.atomic import write_text
-    from gpo_server.report import render_html
+    from gpo_server.report_html import render_html
 
     out = args.output or default_output(args.path)
     # Atomic: a full disk leaves the previous report (or none), never a 0-byte page;
@@ -95,49 +95,51 @@ def run(args: argparse.Namespace, err: Console) -> int:
 
 async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -> Any:
     """Score what the trajectory does not record (intervals, test) and build the report."""
-    from gpo_engine.optimizer import current_budget, held_out_verdict, pick_suggestion
+    from gpo_engine import offer
+    from gpo_engine.optimizer import current_budget
     from gpo_engine.schedule import budget_curve
     from gpo_engine.task import open_llm, score
-    from gpo_server.report import Interval, build_report
+    from gpo_server.report_html import build_report
 
     llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                    api_base=args.api_base)
     try:
         texts = list(dict.fromkeys(text for text, _, _ in trajectory.history()))
-        dev: dict[str, Interval] = {}
+        dev: dict[str, offer.Score] = {}
         for text in texts:
             if text not in trajectory.dev_outcomes:  # recorded outcomes need no model call
-                dev[text] = _interval(await score(task, llm, text, task.examples.dev))
+                dev[text] = offer.Score.of(await score(task, llm, text, task.examples.dev))
         tested: dict[str, Any] = {}
         if task.examples.test and not args.no_test:
             for text in texts:
                 tested[text] = await score(task, llm, text, task.examples.test)
-        test = {text: _interval(result) for text, result in tested.items()}
+        test = {text: offer.Score.of(result) for text, result in tested.items()}
         total = trajectory.total_steps
         budgets = budget_curve(total, task.settings.budget)
         for record in trajectory.steps:  # what the steps actually used wins
             if record.step < len(budgets):
                 budgets[record.step] = record.budget
         budget_now = current_budget(task, trajectory.steps_done)
-        suggestion = pick_suggestion(trajectory, task.prompt.body, budget_now)
-        guard = None
-        if suggestion is not None:
+        body = task.prompt.body
+        picked = offer.pick(trajectory, body, budget_now)
+        if picked is not None and tested:
             # The overfitting guard of `gpo optimize`: the suggestion against the file's
             # text on held-out test rows, by a paired test on per-row outcomes.
-            for text in (task.prompt.body, suggestion[0]):
-                if tested and text not in tested:
+            for text in (body, picked[0]):
+                if text not in tested:
                     tested[text] = await score(task, llm, text, task.examples.test)
-            guard = held_out_verdict(tested.get(task.prompt.body), tested.get(suggestion[0]),
-                                     "test not scored (--no-test)" if task.examples.test
-                                     else "no test rows")
+        why = "test not scored (--no-test)" if task.examples.test else "no test rows"
+        suggestion = offer.offer_for(trajectory, body, budget_now,
+                                     verdict=offer.from_tests(tested, body, why))
         spend = [("model calls made for this report", llm.usage.to_dict())]
         recorded = recorded_spend(trajectory)
         if recorded is not None:
             spend.insert(0, ("the optimization run", recorded))
         return build_report(
             trajectory, task_model=task.task_model, optimizer_model=task.optimizer_model,
-            metric=task.settings.metric, budgets=budgets, dev=dev, test=test,
-            file_text=task.prompt.body, suggestion=suggestion, guard=guard, path=str(task.path),
+            metric=task.settings.metric, budgets=budgets, dev=dev, test=test, file_text=body,
+            suggestion=(suggestion.text, suggestion.dev.value) if suggestion else None,
+            guard=suggestion.verdict.to_json() if suggestion else None, path=str(task.path),
             budget_now=budget_now, spend=spend)
     finally:
         llm.close()
@@ -146,9 +148,3 @@ async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -
 def recorded_spend(trajectory: Trajectory) -> dict[str, Any] | None:
     """The run's spend as its trajectory records it (Usage.to_dict() form); None if empty."""
     return trajectory.usage or None
-
-
-def _interval(result: Any) -> Any:
-    from gpo_server.report import Interval
-
-    return Interval.of([o.score for o in result.outcomes])

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpo_engine.evaluate import confidence_interval
+from gpo_engine.offer import Score
 from gpo_engine.stats import held_out_words
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_engine.update import word_distance
@@ -35,30 +35,13 @@ _DEV, _TEST, _BUDGET, _CAND = "#2563eb", "#ea580c", "#6b7280", "#94a3b8"
 
 
 @dataclass(frozen=True)
-class Interval:
-    """A score in percent with its 95% interval over n rows."""
-
-    score: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Interval:
-        """From per-row scores (0..1), with the evaluator's own interval."""
-        low, high = confidence_interval(list(values))
-        score = 100.0 * sum(values) / len(values) if values else 0.0
-        return cls(score, low, high, len(values))
-
-
-@dataclass(frozen=True)
 class Point:
     """The prompt in force after `step` steps (0 = the starting prompt)."""
 
     step: int
     text: str
-    dev: Interval
-    test: Interval | None  # None when the test split is empty or was not scored
+    dev: Score
+    test: Score | None  # None when the test split is empty or was not scored
 
 
 @dataclass(frozen=True)
@@ -86,8 +69,8 @@ def build_report(
     optimizer_model: str,
     metric: str,
     budgets: Sequence[int],
-    dev: Mapping[str, Interval],
-    test: Mapping[str, Interval],
+    dev: Mapping[str, Score],
+    test: Mapping[str, Score],
     file_text: str,
     suggestion: tuple[str, float] | None,
     budget_now: int,
@@ -114,11 +97,14 @@ def build_report(
         budget_now=budget_now, guard=guard, spend=tuple(spend))
 
 
-def _recorded(trajectory: Trajectory, text: str, score: float) -> Interval:
-    outcomes = trajectory.dev_outcomes.get(text)
-    if outcomes:
-        return Interval.of(list(outcomes.values()))
-    return Interval(score, score, score, trajectory.dev_n)
+def _recorded(trajectory: Trajectory, text: str, score: float) -> Score:
+    """The recorded dev Score; without per-row outcomes a point interval at the score."""
+    recorded = trajectory.dev_score(text)
+    if recorded is None:
+        return Score(score, trajectory.dev_n, score, score)
+    if recorded.low is None or recorded.high is None:
+        return Score(recorded.value, recorded.n, recorded.value, recorded.value)
+    return recorded
 
 
 def _e(value: object) -> str:
@@ -205,7 +191,7 @@ def render_chart(report: Report) -> str:
                 + [f"{x(s):.1f},{y(iv.low):.1f}" for s, iv, _ in reversed(known)])
         out.append(f'<polygon class="band {name}" points="{" ".join(band)}" fill="{colour}" '
                    f'fill-opacity="0.10" stroke="none"/>')
-        line = " ".join(f"{x(s):.1f},{y(iv.score):.1f}" for s, iv, _ in known)
+        line = " ".join(f"{x(s):.1f},{y(iv.value):.1f}" for s, iv, _ in known)
         out.append(f'<polyline class="series {name}" points="{line}" fill="none" '
                    f'stroke="{colour}" stroke-width="2"/>')
         for step, iv, text in known:
@@ -216,9 +202,9 @@ def render_chart(report: Report) -> str:
             kind = "start" if step == 0 else "step"
             where = "starting prompt" if step == 0 else f"after step {step}"
             out.append(f'<circle class="point {name} {kind}" data-step="{step}" '
-                       f'cx="{cx:.1f}" cy="{y(iv.score):.1f}" r="{5 if step == 0 else 4}" '
+                       f'cx="{cx:.1f}" cy="{y(iv.value):.1f}" r="{5 if step == 0 else 4}" '
                        f'fill="{"#fff" if step == 0 else colour}" stroke="{colour}" '
-                       f'stroke-width="2"><title>{where}: {name} {iv.score:.1f}% '
+                       f'stroke-width="2"><title>{where}: {name} {iv.value:.1f}% '
                        f'[{iv.low:.1f}–{iv.high:.1f}], n={iv.n}\n{_e(text)}</title></circle>')
 
     # Legend.
@@ -277,7 +263,7 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 def render_html(report: Report) -> str:
     """The whole page as one string."""
     start, last = report.points[0], report.points[-1]
-    best = max(report.points, key=lambda p: (p.dev.score, -p.step))
+    best = max(report.points, key=lambda p: (p.dev.value, -p.step))
     done = len(report.points) - 1
     title = f"gpo report: {report.path}"
     parts = [
@@ -320,17 +306,17 @@ def render_html(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _card(label: str, iv: Interval | None) -> str:
+def _card(label: str, iv: Score | None) -> str:
     if iv is None:
         return f'<div class="card"><b>–</b><span>{_e(label)}: not scored</span></div>'
-    return (f'<div class="card"><b>{iv.score:.1f}%</b><span>{_e(label)}<br>'
+    return (f'<div class="card"><b>{iv.value:.1f}%</b><span>{_e(label)}<br>'
             f"[{iv.low:.1f}–{iv.high:.1f}], n={iv.n}</span></div>")
 
 
-def _iv(iv: Interval | None) -> str:
+def _iv(iv: Score | None) -> str:
     if iv is None:
         return "–"
-    return f"{iv.score:.1f}% [{iv.low:.1f}–{iv.high:.1f}] n={iv.n}"
+    return f"{iv.value:.1f}% [{iv.low:.1f}–{iv.high:.1f}] n={iv.n}"
 
 
 def _points_table(report: Report) -> str:
