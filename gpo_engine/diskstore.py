@@ -201,6 +201,17 @@ class DiskStore:
             return False
         return False
 
+    def keys(self) -> list[str]:
+        """Every key, by a scan of the whole store: for small stores (an outbox of
+        entries waiting for the shared cache). [] when the database cannot be read."""
+        if self.cache is None:
+            return []
+        try:
+            return [key for key in self.cache.iterkeys() if isinstance(key, str)]
+        except (sqlite3.Error, diskcache.Timeout) as error:
+            self._warn_once("", error, drop=False)
+            return []
+
     def delete(self, key: str) -> None:
         if self.cache is not None:
             with contextlib.suppress(Exception):  # already failing; the entry is skipped anyway

@@ -167,3 +167,20 @@ def test_corruption_is_told_from_other_database_errors() -> None:
     assert diskstore.is_corruption(sqlite3.DatabaseError("file is not a database"))
     assert not diskstore.is_corruption(sqlite3.OperationalError("database is locked"))
     assert not diskstore.is_corruption(OSError(28, "No space left on device"))
+
+
+def test_keys_lists_every_entry_and_nothing_when_the_database_cannot_be_read(
+        tmp_path: Path) -> None:
+    store = _store(tmp_path / "s", a=1, b={"x": 2})
+    assert sorted(store.keys()) == ["a", "b"]
+    store.delete("a")
+    assert store.keys() == ["b"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    store.cache.iterkeys = refuse  # type: ignore[union-attr,method-assign]
+    with pytest.warns(RuntimeWarning, match="could not read an entry"):
+        assert store.keys() == []
+    store.close()
+    assert store.keys() == []

@@ -1,0 +1,266 @@
+"""The store a command opens: the local disk store, and Redis behind it when one is set.
+
+`open_store` gives a plain DiskStore unless `GPO_CACHE_URL` (or `url`) names a
+Redis; then a TieredStore, with the same methods (get, set, set_many, delete,
+close), where the disk stays in front:
+
+- responses (immutable: a key is a hash of the request) are read from disk
+  first; a disk hit never touches the network; a Redis hit is copied to disk.
+  Writes go to both; `GPO_CACHE_TTL` sets their expiry in Redis.
+- trajectories (one record per run, extended step by step, possibly on another
+  machine) are read from Redis first, so a step finished elsewhere is seen at
+  once; the disk keeps a copy for when Redis is away. They never expire.
+
+Redis trouble never loses work. Down at start: one warning per process, and
+the run goes on with the disk. Lost mid-run: the same one warning; whatever is
+written meanwhile goes to disk and to an outbox beside it (`<name>.outbox`, a
+DiskStore of its own), and is pushed as soon as Redis answers again (tried
+after 1 s, then 2, 4... up to 60 s: gpo_engine.redis_store) or at the next run's
+start. A pushed trajectory replaces the shared one only when `supersedes`
+allows it (it extends what another machine stored meanwhile); otherwise the
+shared one is kept, with a warning, and this machine's steps stay on its disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from gpo_engine.diskstore import DiskStore, Validator
+from gpo_engine.redis_store import (
+    URL_VARIABLE,
+    RedisStore,
+    RedisUnavailable,
+    check_url,
+    ttl_from_env,
+)
+
+OUTBOX_SUFFIX = ".outbox"  # `responses.outbox`: entries kept while Redis was away
+_PUSH_BATCH = 500  # entries per MULTI/EXEC when pushing the outbox
+
+T = TypeVar("T")
+# supersedes(key, local, shared): whether this machine's value may replace the shared one.
+Supersedes = Callable[[str, Any, Any], bool]
+
+_warned_down: set[str] = set()  # Redis URLs (redacted) already warned about in this process
+
+
+class Store(Protocol):
+    """What the response cache and the trajectory store use of their store."""
+
+    def get(self, key: str) -> Any: ...
+    def set(self, key: str, value: Any) -> bool: ...
+    def set_many(self, items: Mapping[str, Any]) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    namespace: str  # in the Redis key: gpo:v1:<namespace>:<key>
+    shared_first: bool  # read Redis before the disk (records another machine extends)
+    expires: bool  # whether GPO_CACHE_TTL applies
+
+
+KINDS = {"responses": Kind("responses", shared_first=False, expires=True),
+         "trajectories": Kind("trajectories", shared_first=True, expires=False)}
+
+
+def configured_url(url: str | None = None) -> str | None:
+    """`url`, else $GPO_CACHE_URL; None when neither is set. ConfigError for a bad one."""
+    chosen = url if url is not None else os.environ.get(URL_VARIABLE, "")
+    chosen = chosen.strip()
+    return check_url(chosen, source="--cache-url" if url is not None else URL_VARIABLE) \
+        if chosen else None
+
+
+def check_environment() -> None:
+    """ConfigError now for a bad GPO_CACHE_URL or GPO_CACHE_TTL (a command calls this
+    first, so the mistake is named before any work instead of when a store opens)."""
+    configured_url()
+    ttl_from_env()
+
+
+def open_store(directory: Path, *, kind: str, label: str, lost: str,
+               valid: Validator | None = None, supersedes: Supersedes | None = None,
+               url: str | None = None) -> DiskStore | TieredStore:
+    """The disk store at `directory`, with Redis behind it when `url` or $GPO_CACHE_URL is
+    set. Raises what DiskStore raises for an unusable folder, ConfigError for a bad setting."""
+    spec = KINDS[kind]
+    shared = configured_url(url)
+    ttl = ttl_from_env() if spec.expires and shared else None
+    disk = DiskStore(directory, label=label, lost=lost, valid=valid)
+    if shared is None:
+        return disk
+    remote = RedisStore(shared, namespace=spec.namespace, ttl=ttl, valid=valid)
+    return TieredStore(disk, remote, shared_first=spec.shared_first, supersedes=supersedes)
+
+
+class TieredStore:
+    """A DiskStore in front of a RedisStore; see the module's docstring."""
+
+    def __init__(self, disk: DiskStore, remote: RedisStore, *, shared_first: bool = False,
+                 supersedes: Supersedes | None = None) -> None:
+        self.disk = disk
+        self.remote = remote
+        self.label = disk.label
+        self.shared_first = shared_first
+        self.supersedes = supersedes
+        self.outbox_dir = disk.directory.with_name(disk.directory.name + OUTBOX_SUFFIX)
+        self._outbox: DiskStore | None = None
+        self._pending = self.outbox_dir.is_dir()  # maybe: the first push looks
+        self.remote_hits = 0  # answers Redis had and the disk did not
+        self.pushed = 0  # outbox entries pushed to Redis
+        self.kept_shared = 0  # outbox entries dropped because Redis held a newer one
+        self._reached = False  # whether Redis ever answered this store
+        # Pushes what an earlier run kept, if Redis is up; if not, warned: the disk carries on.
+        with contextlib.suppress(RedisUnavailable):
+            self._remote(remote.ping)
+
+    @property
+    def directory(self) -> Path:
+        return self.disk.directory
+
+    # -- entries ---------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        if self.shared_first:
+            try:
+                value = self._remote(lambda: self.remote.get(key))
+            except RedisUnavailable:
+                return self.disk.get(key)
+            if value is None:  # not shared (yet, or Redis lost it): this machine's copy
+                return self.disk.get(key)
+            self.disk.set(key, value)  # the local copy follows, for a run without Redis
+            return value
+        value = self.disk.get(key)
+        if value is not None:
+            return value
+        try:
+            value = self._remote(lambda: self.remote.get(key))
+        except RedisUnavailable:
+            return None
+        if value is not None:
+            self.remote_hits += 1
+            self.disk.set(key, value)
+        return value
+
+    def set(self, key: str, value: Any) -> bool:
+        stored = self.disk.set(key, value)
+        return self._share({key: value}, lambda: self.remote.set(key, value)) or stored
+
+    def set_many(self, items: Mapping[str, Any]) -> bool:
+        stored = self.disk.set_many(items)
+        return self._share(items, lambda: self.remote.set_many(items)) or stored
+
+    def delete(self, key: str) -> None:
+        self.disk.delete(key)
+        outbox = self._open_outbox(create=False)
+        if outbox is not None:
+            outbox.delete(key)
+        # Redis away: not deleted there, and a later read there finds it again.
+        with contextlib.suppress(RedisUnavailable):
+            self._remote(lambda: self.remote.delete(key))
+
+    def close(self) -> None:
+        try:
+            self.disk.close()
+            if self._outbox is not None:
+                self._outbox.close()
+        finally:
+            self._outbox = None
+            self.remote.close()
+
+    # -- Redis, and when it is away --------------------------------------------------
+
+    def _remote(self, operation: Callable[[], T]) -> T:
+        """`operation()` on Redis, after pushing what was kept while it was away;
+        RedisUnavailable (warned once) when it cannot be reached."""
+        try:
+            if self._pending and self.remote.due:
+                self._push()
+            result = operation()
+        except RedisUnavailable:
+            self._warn_down(starting=not self._reached)
+            raise
+        self._reached = True
+        return result
+
+    def _share(self, items: Mapping[str, Any], write: Callable[[], None]) -> bool:
+        """Write `items` to Redis, or keep them in the outbox to push later."""
+        try:
+            self._remote(write)
+            return True
+        except RedisUnavailable:
+            outbox = self._open_outbox(create=True)
+            kept = outbox is not None and outbox.set_many(items)
+            self._pending = self._pending or kept
+            return kept
+
+    def _push(self) -> None:
+        """Push the outbox to Redis (RedisUnavailable when it goes away again)."""
+        outbox = self._open_outbox(create=False)
+        if outbox is None:
+            self._pending = False
+            return
+        pushed_before, kept_before = self.pushed, self.kept_shared
+        keys = outbox.keys()
+        if self.supersedes is None:
+            for start in range(0, len(keys), _PUSH_BATCH):
+                batch = keys[start:start + _PUSH_BATCH]
+                items = {k: v for k in batch if (v := outbox.get(k)) is not None}
+                self.remote.set_many(items)
+                for k in batch:
+                    outbox.delete(k)
+                self.pushed += len(items)
+        else:
+            for k in keys:
+                self._push_one(outbox, k, self.supersedes)
+        self._pending = False
+        self._tell_pushed(self.pushed - pushed_before, self.kept_shared - kept_before)
+
+    def _push_one(self, outbox: DiskStore, key: str, supersedes: Supersedes) -> None:
+        local = outbox.get(key)
+        if local is not None:
+            if self.remote.push_unless(key, local, lambda shared: not supersedes(key, local,
+                                                                                 shared)):
+                self.pushed += 1
+            else:
+                self.kept_shared += 1
+        outbox.delete(key)
+
+    def _open_outbox(self, *, create: bool) -> DiskStore | None:
+        if self._outbox is None and (create or self.outbox_dir.is_dir()):
+            try:
+                self._outbox = DiskStore(self.outbox_dir, label=f"{self.label} outbox",
+                                         lost="entries not yet pushed to the shared cache "
+                                              "stay on this machine's disk only")
+            except OSError as error:
+                warnings.warn(f"{self.label}: cannot keep entries for the shared cache at "
+                              f"{self.outbox_dir} ({error}); they stay on this disk only",
+                              RuntimeWarning, stacklevel=4)
+        return self._outbox
+
+    def _warn_down(self, *, starting: bool) -> None:
+        if self.remote.shown in _warned_down:
+            return
+        _warned_down.add(self.remote.shown)
+        state = "is unreachable" if starting else "was lost"
+        warnings.warn(
+            f"shared cache {self.remote.shown} {state} ({self.remote.last_error}); using the "
+            "local disk cache only, and keeping what is saved meanwhile to push to Redis when "
+            "it answers again (in this run or the next)", RuntimeWarning, stacklevel=5)
+
+    def _tell_pushed(self, pushed: int, kept: int) -> None:
+        if not pushed and not kept:
+            return
+        _warned_down.discard(self.remote.shown)  # a later loss is worth a warning again
+        extra = (f"; kept the shared copy of {kept} that another machine had extended "
+                 "(this machine's copies stay on its disk)" if kept else "")
+        warnings.warn(f"{self.label}: pushed {pushed} entries kept while the shared cache "
+                      f"{self.remote.shown} was away{extra}", RuntimeWarning, stacklevel=5)
