@@ -15,7 +15,7 @@ Redis trouble never loses work. Down at start: one warning per process, and
 the run goes on with the disk. Lost mid-run: the same one warning; whatever is
 written meanwhile goes to disk and to an outbox beside it (`<name>.outbox`, a
 DiskStore of its own), and is pushed as soon as Redis answers again (tried
-after 1 s, then 2, 4... up to 60 s: gpo_engine.redis_store) or at the next run's
+after 2 s, then 4, 8... up to 60 s: gpo_engine.redis_store) or at the next run's
 start. A pushed trajectory replaces the shared one only when `supersedes`
 allows it (it extends what another machine stored meanwhile); otherwise the
 shared one is kept, with a warning, and this machine's steps stay on its disk.

@@ -47,7 +47,7 @@ def _responses(folder: Path, url: str) -> TieredStore:
 
 def _quick(folder: Path, url: str, *, shared_first: bool = False,
            supersedes: Any = None) -> TieredStore:
-    """A tiered store whose Redis is tried again 50 ms after failing (1 s by default)."""
+    """A tiered store whose Redis is tried again 50 ms after failing (2 s by default)."""
     disk = DiskStore(folder, label="test store", lost=LOST)
     remote = RedisStore(url, namespace="responses", retry_first=0.05, retry_max=0.05)
     return TieredStore(disk, remote, shared_first=shared_first, supersedes=supersedes)
@@ -131,8 +131,8 @@ def test_a_disk_hit_never_touches_the_network_and_a_redis_hit_is_copied_to_disk(
     before = _commands(counter)
     assert all(second.get(f"k{n}") == _answer(n) for n in range(50))  # now from its disk
     assert _commands(counter) == before + 1 and second.remote_hits == 50
-    # Measured here (2 cores): a disk hit ~0.05 ms; a Redis hit (disk miss, GET, copy to
-    # disk) ~0.6 ms, of which the GET round trip is ~0.1 ms (test below).
+    # Measured here (2 cores, 1000 keys): a disk hit 0.02 ms; a Redis hit (disk miss, GET,
+    # copy to disk) 0.44 ms, of which the GET round trip is 0.12 ms (test below).
     print(f"disk hit {disk_hit * 1e3:.3f} ms, Redis hit with copy {redis_hit * 1e3:.3f} ms")
     first.close()
     second.close()
@@ -147,7 +147,7 @@ def test_a_redis_round_trip(tmp_path: Path, redis_server: RedisServer) -> None:
         assert remote.get("k") == ANSWER
     per_get = (time.perf_counter() - started) / rounds
     print(f"Redis GET round trip {per_get * 1e6:.0f} us")
-    assert per_get < 0.05  # a local Redis: ~100 us here; 50 ms would be a broken client
+    assert per_get < 0.05  # a local Redis: ~120 us here; 50 ms would be a broken client
     remote.close()
 
 
@@ -466,7 +466,7 @@ def test_a_redis_that_stops_answering_costs_one_timeout_then_nothing(
         rest = time.perf_counter() - started
     finally:
         os.kill(redis_server.process.pid, signal.SIGCONT)
-    assert 0.3 <= first < 2.0  # the 0.3 s timeout, with the one immediate retry
+    assert 0.3 <= first < 1.0  # the 0.3 s timeout, once (no retry inside redis-py)
     assert rest < 1.0  # 98 operations, no waiting on the network
     assert all(store.get(f"k{n}") == _answer(n) for n in range(50))
     store.close()
@@ -484,3 +484,17 @@ def test_remote_unavailable_is_raised_without_network_while_the_breaker_is_open(
         remote.run(lambda client: calls.append("ran"))
     assert calls == []
     remote.close()
+
+
+def test_a_restarted_redis_is_reconnected_without_a_warning(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    store = _responses(tmp_path / "r", redis_server.url)
+    store.set("k", ANSWER)
+    redis_server.stop()
+    redis_server.start()  # the pooled connection is dead: the pool notices, reconnects
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.set("k2", ANSWER)
+        assert store.get("k") == ANSWER  # from disk; Redis lost it (no persistence)
+    assert _stored(redis_server) == {"gpo:v1:responses:k2": ANSWER}
+    store.close()
