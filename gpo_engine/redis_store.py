@@ -17,8 +17,9 @@ trajectory store by the optimizer and by plain CLI commands. A round trip to a
 local Redis costs 0.12 ms (a GET with its decoding, 2000 in a row; printed by
 tests/test_redis_store.py), below the 0.49 ms diskcache spends writing an
 answer on the same event loop, and only on a disk miss; a Redis hit copied to
-disk costs 0.44 ms, a disk hit 0.02 ms, a write to both 0.54 ms. Moving to redis.asyncio would change every caller of both stores
-to await; that belongs with a store interface that is async end to end.
+disk costs 0.44 ms, a disk hit 0.02 ms, a write to both 0.54 ms. Moving to
+redis.asyncio would change every caller of both stores to await; that belongs
+with a store interface that is async end to end.
 
 Down: a call that fails for a network, timeout, authentication or server
 reason raises RedisUnavailable and opens a breaker: later calls fail at once,
