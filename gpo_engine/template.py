@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,64 +46,101 @@ _LITERAL = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|true|false|null|undefined")
 _SCREEN = PromptRenderer(None, (), lenient_partials=True)
 
 
+# One tag as the optimizer's meta-prompts list it: {{x}}, {{{x}}}, {{#if x}} ...
+_TAG = re.compile(r"\{\{\{?.*?\}?\}\}", re.DOTALL)
+
+
+def template_tags(text: str) -> list[str]:
+    """Distinct Handlebars tags ({{x}}, {{{x}}}, {{#if x}} ...) in order of appearance."""
+    return list(dict.fromkeys(_TAG.findall(text)))
+
+
+def without_tags(text: str) -> str:
+    """`text` with each Handlebars tag replaced by a space: the words around them."""
+    return _TAG.sub(" ", text)
+
+
+@dataclass
+class _Names:
+    """Names found so far, in order of first use."""
+
+    nested: bool  # also names read inside #each / #with: the fields of their items
+    found: dict[str, None] = field(default_factory=dict)
+
+
 def template_variables(template: str) -> tuple[str, ...]:
     """Input variables the template reads, in order of first use."""
-    found: dict[str, None] = {}
+    return _names(template, nested=False)
+
+
+def template_names(template: str) -> tuple[str, ...]:
+    """Every name the template's tags read, in order of first use: its input
+    variables and the fields it reads of the items `#each` / `#with` step
+    into. Helpers, literals, `@` data and block parameters are not names.
+
+    The optimizer rejects a candidate that reads a name the current prompt
+    never read: it would render as an empty string (update.generate).
+    """
+    return _names(template, nested=True)
+
+
+def _names(template: str, nested: bool) -> tuple[str, ...]:
+    names = _Names(nested)
     try:
         program = compile_template(template)
     except (ValueError, RecursionError):
         # A broken template still gets a best-effort answer from its simple tags.
         for _, body in _scan_tags(template):
             if body and re.fullmatch(r"[&{]?\s*[\w.\[\]/-]+\s*}?", body):
-                _add_path(body.strip("&{} "), 0, frozenset(), found)
-        return tuple(found)
-    _walk(program, 0, frozenset(), found)
-    return tuple(found)
+                _add_path(body.strip("&{} "), 0, frozenset(), names)
+        return tuple(names.found)
+    _walk(program, 0, frozenset(), names)
+    return tuple(names.found)
 
 
-def _walk(nodes: list[Node], depth: int, params: frozenset[str], found: dict[str, None]) -> None:
+def _walk(nodes: list[Node], depth: int, params: frozenset[str], names: _Names) -> None:
     for node in nodes:
         if isinstance(node, Mustache):
-            _add_call(node.call, depth, params, found)
+            _add_call(node.call, depth, params, names)
         elif isinstance(node, Block):
             call = node.call
             inner_depth = depth
             if call["name"] in _HELPERS or call["args"] or call["hash"]:
-                _add_call(call, depth, params, found)
+                _add_call(call, depth, params, names)
                 if call["name"] in _CONTEXT_BLOCKS:
                     inner_depth = depth + 1
             elif not call["literal"]:
                 # `{{#items}}...{{/items}}`: a Mustache section over a value.
-                _add_path(call["name"], depth, params, found)
+                _add_path(call["name"], depth, params, names)
                 inner_depth = depth + 1
-            _walk(node.body, inner_depth, params | set(call["params"]), found)
-            _walk(node.inverse, depth, params, found)
+            _walk(node.body, inner_depth, params | set(call["params"]), names)
+            _walk(node.inverse, depth, params, names)
         elif isinstance(node, (Partial, PartialBlock)):
             if node.context_path:
-                _add_expression(node.context_path, depth, params, found)
+                _add_expression(node.context_path, depth, params, names)
             for value in node.hash.values():
-                _add_expression(str(value), depth, params, found)
+                _add_expression(str(value), depth, params, names)
             if isinstance(node, PartialBlock):
-                _walk(node.body, depth, params, found)
+                _walk(node.body, depth, params, names)
         elif isinstance(node, InlinePartial):
-            _walk(node.body, depth, params, found)
+            _walk(node.body, depth, params, names)
 
 
 def _add_call(
-    call: Mapping[str, Any], depth: int, params: frozenset[str], found: dict[str, None]
+    call: Mapping[str, Any], depth: int, params: frozenset[str], names: _Names
 ) -> None:
     if call["literal"]:
         return
     if call["args"] or call["hash"] or call["name"] in _HELPERS:
         for arg in call["args"]:
-            _add_expression(arg, depth, params, found)
+            _add_expression(arg, depth, params, names)
         for value in call["hash"].values():
-            _add_expression(str(value), depth, params, found)
+            _add_expression(str(value), depth, params, names)
     else:
-        _add_path(call["name"], depth, params, found)
+        _add_path(call["name"], depth, params, names)
 
 
-def _add_expression(text: str, depth: int, params: frozenset[str], found: dict[str, None]) -> None:
+def _add_expression(text: str, depth: int, params: frozenset[str], names: _Names) -> None:
     text = text.strip()
     if not text or text[0] in "\"'" or _LITERAL.fullmatch(text):
         return
@@ -111,9 +149,9 @@ def _add_expression(text: str, depth: int, params: frozenset[str], found: dict[s
         for bit in bits[1:]:  # bits[0] is the helper's name
             if "=" in bit and bit[0] not in "\"'(":
                 bit = bit.split("=", 1)[1]
-            _add_expression(bit, depth, params, found)
+            _add_expression(bit, depth, params, names)
         return
-    _add_path(text, depth, params, found)
+    _add_path(text, depth, params, names)
 
 
 def _split_args(text: str) -> list[str]:
@@ -143,7 +181,7 @@ def _split_args(text: str) -> list[str]:
     return bits
 
 
-def _add_path(path: str, depth: int, params: frozenset[str], found: dict[str, None]) -> None:
+def _add_path(path: str, depth: int, params: frozenset[str], names: _Names) -> None:
     if _LITERAL.fullmatch(path):  # {{123}}, {{true}} print literals
         return
     if path.startswith("@"):
@@ -156,8 +194,8 @@ def _add_path(path: str, depth: int, params: frozenset[str], found: dict[str, No
     while path.startswith("../"):
         path = path[3:]
         ups += 1
-    if depth - ups > 0:  # inside #each/#with: the name belongs to the item, not the inputs
-        return
+    if depth - ups > 0 and not names.nested:
+        return  # inside #each/#with: the name belongs to the item, not the inputs
     for prefix in ("this.", "this/", "./"):
         if path.startswith(prefix):
             path = path[len(prefix) :]
@@ -167,7 +205,7 @@ def _add_path(path: str, depth: int, params: frozenset[str], found: dict[str, No
     first = match.group(1) if match.group(1) is not None else match.group(0)
     if not first or first in ("this", "..", ".") or first in params:
         return
-    found.setdefault(first, None)
+    names.found.setdefault(first, None)
 
 
 _COMMENT = re.compile(r"\{\{~?!--.*?--~?\}\}", re.DOTALL)

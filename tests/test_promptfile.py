@@ -11,7 +11,7 @@ import pytest
 from gpo_engine.errors import ConfigError, SourceError
 from gpo_engine.promptfile import load_prompt, parse_prompt, with_body
 from gpo_engine.settings import DEFAULT_LOCAL_MODEL, METRICS, BudgetSettings, Settings
-from gpo_engine.template import template_error, template_variables
+from gpo_engine.template import template_error, template_names, template_variables
 
 P = Path("t.prompt")
 
@@ -548,6 +548,26 @@ def test_load_prompt_invalid_utf8_after_multibyte_chars(tmp_path: Path) -> None:
 )
 def test_template_variables(template: str, expected: tuple[str, ...]) -> None:
     assert template_variables(template) == expected
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{#each items}}{{name}} {{this}} {{@index}} {{../q}}{{/each}}", ("items", "name", "q")),
+        ("{{#each items as |it|}}{{it.name}}{{/each}} {{it}}", ("items", "it")),
+        ("{{#with p}}{{n}}{{/with}}", ("p", "n")),
+        ("{{#each a}}{{#each b}}{{../c}} {{../../d}}{{/each}}{{/each}}", ("a", "b", "c", "d")),
+        ("{{#items}}{{inner}}{{/items}}", ("items", "inner")),
+        ('{{#ifEquals a "b"}}{{c}}{{/ifEquals}} {{! note }} {{@root.r}}', ("a", "c", "r")),
+        ('{{role "user"}}{{history}}{{> header}}{{json x}}', ("x",)),
+        ("{{x}} {{{y}}} {{user.name}}", ("x", "y", "user")),
+    ],
+)
+def test_template_names_include_the_fields_blocks_read(template: str,
+                                                       expected: tuple[str, ...]) -> None:
+    assert template_names(template) == expected
+    # The input variables are the names read outside #each / #with.
+    assert set(template_variables(template)) <= set(expected)
 
 
 def test_template_variables_of_a_broken_template_is_best_effort() -> None:

@@ -7,23 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gpo_engine.candidates import check_variables, invented_names, parse_candidate
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ModelCallError, SpendLimitReached
-from gpo_engine.update import (
-    Candidate,
-    Exemplar,
-    Generation,
-    Rejected,
-    build_meta_prompt,
-    build_revision_request,
-    check_variables,
-    generate,
-    parse_candidate,
-    split_instruction,
-    template_tags,
-    with_instruction,
-    word_distance,
-)
+from gpo_engine.instruction import split_instruction, with_instruction
+from gpo_engine.meta_prompts import Exemplar, build_meta_prompt, build_revision_request
+from gpo_engine.template import template_tags
+from gpo_engine.update import Candidate, Generation, Rejected, generate, word_distance
 
 CURRENT = "Classify the sentiment of {{review}}. Answer positive or negative."
 DIRECTION = [
@@ -254,6 +244,28 @@ def test_check_variables() -> None:
     assert check_variables("{review} and review", ["review"]) == ["review"]
     assert check_variables('{{role "review"}} text', ["review"]) == ["review"]
     assert check_variables("no variables", []) == []
+
+
+def test_check_variables_reads_the_parse_tree() -> None:
+    # Inside #each a name is the item's field, not the input of that name.
+    assert check_variables("{{#each items}}{{review}}{{/each}}", ["items", "review"]) == [
+        "review"]
+    # @root reaches the inputs from inside a block.
+    assert check_variables("{{#each items}}{{@root.review}}{{/each}}", ["items", "review"]) == []
+    # A comment that names a variable does not use it.
+    assert check_variables("{{! review }} Classify.", ["review"]) == ["review"]
+
+
+def test_invented_names() -> None:
+    current = "{{#each items}}{{name}}: {{price}}{{/each}} Pick one for {{user}}."
+    assert invented_names(current, current) == []
+    # Renaming an item's field inside #each renders empty, as a new input would.
+    assert invented_names(current.replace("{{price}}", "{{cost}}"), current) == ["cost"]
+    assert invented_names(current + " {{budget}} {{@root.mood}}", current) == ["budget", "mood"]
+    # Helpers, comments, block parameters and @data are not names.
+    assert invented_names('{{#ifEquals user "x"}}Hi.{{/ifEquals}} {{! note to self }}'
+                          " {{#each items as |it|}}{{it.name}} {{@index}}{{/each}}",
+                          current) == []
 
 
 # ---------------------------------------------------------------- generate
@@ -515,3 +527,21 @@ async def test_base_model_score_notes_are_stripped() -> None:
                          budget=10, n=2, variables=["q"], base_model=True)
     assert [c.text for c in gen.candidates] == ["Write a story.\nQ: {{q}}"]
     assert [r.reason for r in gen.rejected] == ["empty"]
+
+
+async def test_invented_names_are_rejected_and_comments_and_helpers_are_not() -> None:
+    current = "List {{#each items}}{{name}}, {{/each}} for {{user}}."
+    answers = [
+        "Name {{#each items}}{{title}}, {{/each}} for {{user}}.",  # a field renamed
+        "List {{#each items}}{{name}}, {{/each}} for {{user}}. {{! keep it short }}",
+        'List {{#each items}}{{name}}, {{/each}} for {{#ifEquals user "a"}}A{{/ifEquals}}.',
+    ]
+
+    async def complete(messages: list[dict[str, str]], sample: int) -> str:
+        return wrap(answers[sample])
+
+    gen = await generate(complete, current=current, direction=[], exemplars=[], budget=10,
+                         n=3, variables=["items", "user"], base_model=False)
+    assert [(r.reason, r.detail) for r in gen.rejected] == [
+        ("lost_variable", "uses unknown {{title}}")]
+    assert [c.text for c in gen.candidates] == answers[1:]
