@@ -79,6 +79,12 @@ def configured_url(url: str | None = None) -> str | None:
         if chosen else None
 
 
+def use_cache_url(url: str) -> None:
+    """`--cache-url`: checked (ConfigError naming the option), then set as $GPO_CACHE_URL,
+    so every store this process opens, and a daemon it starts, uses it."""
+    os.environ[URL_VARIABLE] = configured_url(url) or ""
+
+
 def check_environment() -> None:
     """ConfigError now for a bad GPO_CACHE_URL or GPO_CACHE_TTL (a command calls this
     first, so the mistake is named before any work instead of when a store opens)."""

@@ -7,6 +7,7 @@ never losing an entry."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -70,8 +71,11 @@ def _fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     from gpo_engine import shared_store
 
     monkeypatch.setattr(shared_store, "_warned_down", set())
-    monkeypatch.delenv("GPO_CACHE_URL", raising=False)
-    monkeypatch.delenv("GPO_CACHE_TTL", raising=False)
+    for name in ("GPO_CACHE_URL", "GPO_CACHE_TTL"):
+        # Set, then deleted: monkeypatch restores what was there before the test (if
+        # nothing, nothing), even after use_cache_url writes os.environ directly.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 # -- format --------------------------------------------------------------------
@@ -445,7 +449,6 @@ def test_a_kept_record_is_pushed_only_when_it_extends_the_shared_one(
 def test_a_redis_that_stops_answering_costs_one_timeout_then_nothing(
         tmp_path: Path, redis_server: RedisServer) -> None:
     """A hung Redis (SIGSTOP): one call waits out the timeout, later ones fail at once."""
-    import os
     import signal
 
     disk = DiskStore(tmp_path / "r", label="test store", lost=LOST)
@@ -498,3 +501,40 @@ def test_a_restarted_redis_is_reconnected_without_a_warning(
         assert store.get("k") == ANSWER  # from disk; Redis lost it (no persistence)
     assert _stored(redis_server) == {"gpo:v1:responses:k2": ANSWER}
     store.close()
+
+
+def test_cache_url_option_is_checked_and_becomes_the_variable(
+        tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpo_engine.shared_store import check_environment, use_cache_url
+
+    with pytest.raises(ConfigError, match="--cache-url: 'memcached://:\\*\\*\\*@h:1'"):
+        use_cache_url("memcached://:pw@h:1")
+    assert "GPO_CACHE_URL" not in os.environ
+    use_cache_url(redis_server.url)
+    check_environment()
+    store = open_store(tmp_path / "r", kind="responses", label="r", lost="")
+    assert isinstance(store, TieredStore)
+    store.close()
+    monkeypatch.setenv("GPO_CACHE_TTL", "a week")
+    with pytest.raises(ConfigError, match="GPO_CACHE_TTL: 'a week' is not a duration"):
+        check_environment()
+    monkeypatch.setenv("GPO_CACHE_URL", "redis://")
+    with pytest.raises(ConfigError, match="GPO_CACHE_URL: 'redis://' names no host"):
+        check_environment()
+
+
+def test_remote_keys_lists_this_namespace_only(redis_server: RedisServer) -> None:
+    responses = RedisStore(redis_server.url, namespace="responses")
+    others = RedisStore(redis_server.url, namespace="respons*")  # a glob in the name
+    responses.set_many({"a": 1, "b:c": 2})
+    others.set("x", 3)
+    client: Any = redis_server.client()
+    client.set("someone-else:responses:z", b"1")
+    assert sorted(responses.keys()) == ["a", "b:c"] and list(others.keys()) == ["x"]
+    responses.close()
+    others.close()
+
+
+def test_the_variable_does_not_outlive_the_test_that_set_it() -> None:
+    # Runs after test_cache_url_option_is_checked_and_becomes_the_variable (file order).
+    assert os.environ.get("GPO_CACHE_URL") is None
