@@ -81,8 +81,19 @@ class DaemonClient:
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return (await self._json("POST", f"/v1/jobs/{job_id}/cancel"))["job"]
 
-    async def prompt_state(self, path: str | Path) -> dict[str, Any]:
-        return await self._json("GET", "/v1/prompts", params={"path": str(Path(path).absolute())})
+    async def prompt_state(self, path: str | Path, text: str | None = None, *,
+                           measure: bool = False,
+                           overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The file's prompt state, for `text` (an editor's buffer) when given: its scores
+        and the suggestion picked against it. `measure`: score the text on dev and test
+        first, unless the daemon holds its scores already (model calls)."""
+        where = str(Path(path).absolute())
+        if text is None and not measure and not overrides:
+            return await self._json("GET", "/v1/prompts", params={"path": where})
+        body: dict[str, Any] = {"path": where, "measure": measure, "overrides": overrides or {}}
+        if text is not None:
+            body["text"] = text
+        return await self._json("POST", "/v1/prompts", body)
 
     async def evaluate(self, path: str | Path, text: str | None = None,
                        splits: Sequence[str] = ("dev", "test"),

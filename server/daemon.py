@@ -33,6 +33,7 @@ from aiohttp import web
 
 from gpo_engine import __version__
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
+from gpo_engine.evaluate import EvalResult
 from gpo_engine.examples import find_examples_path
 from gpo_engine.llm import Usage
 from gpo_engine.offer import NOT_COMPARED, Score, Verdict, offer_for
@@ -426,6 +427,7 @@ def sse_frame(event: dict[str, Any]) -> bytes:
 
 
 async def prompt_state_route(request: web.Request) -> web.Response:
+    """GET ?path=: the file's state, for the file's own text."""
     state = request.app[STATE]
     raw = request.query.get("path")
     if raw is None:
@@ -433,10 +435,42 @@ async def prompt_state_route(request: web.Request) -> web.Response:
     path = checked_path(state, raw)
     job = state.registry.latest_for(str(path))
     task = await load_checked(state, path, job.overrides if job else {})
+    return web.json_response(state_of(state, task, job))
+
+
+async def prompt_text_route(request: web.Request) -> web.Response:
+    """POST {path, text?, measure?, overrides?}: the file's state for `text` (an editor's
+    buffer); with `measure`, its dev and test scores are measured first unless the daemon
+    holds them already (model calls: they are cached in `evaluations`)."""
+    state = request.app[STATE]
+    data = await json_body(request)
+    raw_path = field_of(data, "path", str)
+    overrides = checked_overrides(data)
+    measure = field_of(data, "measure", bool, required=False, default=False)
+    given = field_of(data, "text", str, required=False)
+    path = checked_path(state, raw_path)
+    job = state.registry.latest_for(str(path))
+    # A job's own settings decide the file's scores; without one, the client's.
+    task = await load_checked(state, path, job.overrides if job else overrides)
+    # The daemon reads files with universal newlines; a CRLF buffer is the same prompt.
+    text = given.replace("\r\n", "\n").replace("\r", "\n") if given is not None else None
+    if measure:
+        base = task.prompt.body if text is None else text
+        scope = scoring_scope(task)
+        missing = [split for split in ("dev", "test")
+                   if (scope, base, split) not in state.evaluations]
+        if missing:
+            await measure_text(state, path, task, base, missing)
+    return web.json_response(state_of(state, task, job, text))
+
+
+def state_of(state: DaemonState, task: Task, job: Job | None,
+             text: str | None = None) -> dict[str, Any]:
+    path = str(task.path.resolve())
     store = state.registry.store()
-    trajectory = store.load(trajectory_key(task.fingerprint())) or store.latest_for(str(path))
-    return web.json_response(prompt_state(task, trajectory, job, state.evaluations,
-                                          state.scoring_usage.get(str(path))))
+    trajectory = store.load(trajectory_key(task.fingerprint())) or store.latest_for(path)
+    return prompt_state(task, trajectory, job, state.evaluations,
+                        state.scoring_usage.get(path), text)
 
 
 async def evaluate_route(request: web.Request) -> web.Response:
@@ -452,6 +486,19 @@ async def evaluate_route(request: web.Request) -> web.Response:
     path = checked_path(state, raw_path)
     task = await load_checked(state, path, overrides)
     text = field_of(data, "text", str, required=False, default=task.prompt.body)
+    results, usage = await measure_text(state, path, task, text, list(dict.fromkeys(splits)))
+    out: dict[str, Any] = {"path": str(path), "text": text, "model": task.task_model}
+    for split, result in results.items():
+        out[split] = Score.of(result).to_json() | {"failures": result.failures}
+    out["usage"] = usage.to_dict()
+    return web.json_response(out)
+
+
+async def measure_text(state: DaemonState, path: Path, task: Task, text: str,
+                       splits: list[str]) -> tuple[dict[str, EvalResult], Usage]:
+    """Score `text` on `splits` of the file's examples, each kept in `evaluations`
+    (shown in the prompt state); 422 for a text that is no template, 502 when the
+    model calls fail. What it spends counts in the file's usage, failed calls too."""
     problem = template_error(text)
     if problem is not None:
         raise ApiError(422, "bad_template", f"the prompt text is not a valid template: {problem}")
@@ -459,14 +506,11 @@ async def evaluate_route(request: web.Request) -> web.Response:
     if state.config.call_retries is not None:
         llm.max_retries = state.config.call_retries
     try:
-        out: dict[str, Any] = {"path": str(path), "text": text, "model": task.task_model}
-        for split in dict.fromkeys(splits):
-            result = await score(task, llm, text, task.examples.part(split))
-            measured = Score.of(result)
-            out[split] = measured.to_json() | {"failures": result.failures}
-            state.evaluations[(scoring_scope(task), text, split)] = measured
-        out["usage"] = llm.usage.to_dict()
-        return web.json_response(out)
+        results: dict[str, EvalResult] = {}
+        for split in splits:
+            results[split] = await score(task, llm, text, task.examples.part(split))
+            state.evaluations[(scoring_scope(task), text, split)] = Score.of(results[split])
+        return results, llm.usage
     except ModelCallError as exc:
         raise ApiError(502, "model_error", str(exc), kind=exc.kind) from None
     except GpoError as exc:
@@ -516,10 +560,14 @@ def _json(score: Score | None) -> dict[str, Any] | None:
 
 
 def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
-                 evaluations: Evaluations, scoring: Usage | None = None) -> dict[str, Any]:
-    """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape);
-    `scoring`: what re-scores of the file spent, counted in its usage."""
+                 evaluations: Evaluations, scoring: Usage | None = None,
+                 text: str | None = None) -> dict[str, Any]:
+    """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape)
+    for `text` (the editor's buffer; default the file's body): its scores in `current`
+    and merged into `scored`, and the suggestion picked against it. `scoring`: what
+    re-scores of the file spent, counted in its usage."""
     path, body = str(task.path.resolve()), task.prompt.body
+    base = body if text is None else text
     scope = scoring_scope(task)
     steps_done = trajectory.steps_done if trajectory else 0
     budget = current_budget(task, steps_done)
@@ -528,19 +576,19 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
     suggestion: dict[str, Any] | None = None
     withheld: dict[str, Any] | None = None
 
-    def test(text: str) -> Score | None:
-        return _test_score(scope, text, job, evaluations)
+    def test(candidate: str) -> Score | None:
+        return _test_score(scope, candidate, job, evaluations)
 
     if trajectory is not None:
-        scored = [{"text": text, "step": step, "dev": dev.to_json(), "test": _json(test(text))}
-                  for text, step, dev in trajectory.dev_scores()]
+        scored = [{"text": t, "step": step, "dev": dev.to_json(), "test": _json(test(t))}
+                  for t, step, dev in trajectory.dev_scores()]
         history = [dev for _, dev, _ in trajectory.history()]
-        offer = offer_for(trajectory, body, budget, verdict=job_verdict(job, body), test=test)
+        offer = offer_for(trajectory, base, budget, verdict=job_verdict(job, base), test=test)
         if offer is not None:
             diff = "".join(difflib.unified_diff(
-                body.splitlines(keepends=True), offer.text.splitlines(keepends=True),
+                base.splitlines(keepends=True), offer.text.splitlines(keepends=True),
                 fromfile=f"{path} (current)", tofile=f"{path} (suggested)"))
-            shown = {**offer.to_json(), "baseline_dev": trajectory.dev_score_of(body),
+            shown = {**offer.to_json(), "baseline_dev": trajectory.dev_score_of(base),
                      "budget": budget, "diff": diff}
             # The overfitting guard of `gpo optimize`: never offer a prompt that is
             # significantly worse on the held-out rows; say why instead.
@@ -548,20 +596,37 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
                 withheld = shown
             else:
                 suggestion = shown
-    current_dev = evaluations.get((scope, body, "dev"))
+    measured = evaluations.get((scope, base, "dev"))
+    if measured is not None:
+        scored = with_measured(scored, base, measured, test(base), steps_done)
+    current_dev = measured
     if current_dev is None and trajectory is not None:
-        current_dev = trajectory.dev_score(body)
+        current_dev = trajectory.dev_score(base)
     return {
-        "version": STATE_VERSION, "path": path, "text": body,
+        "version": STATE_VERSION, "path": path, "text": body, "base": base,
         "task_model": task.task_model, "optimizer_model": task.optimizer_model,
         "steps_done": steps_done, "total_steps": task.settings.steps, "budget": budget,
-        "current": {"dev": _json(current_dev), "test": _json(test(body))},
+        "current": {"dev": _json(current_dev), "test": _json(test(base))},
         "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
                  if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
         "withheld": withheld, "rejected": trajectory.rejected() if trajectory else {},
         "usage": _usage(job, scoring), "job": _job_summary(job),
     }
+
+
+def with_measured(scored: list[dict[str, Any]], text: str, dev: Score, test: Score | None,
+                  steps_done: int) -> list[dict[str, Any]]:
+    """`scored` with `text` as the daemon measured it: a re-score of a text outside the
+    trajectory (a fresh file, a hand edit) is listed like the evaluated ones, and one made
+    after the example set changed replaces the trajectory's older numbers."""
+    for index, item in enumerate(scored):
+        if same_prompt(item["text"], text):
+            fresh = {**item, "dev": dev.to_json(),
+                     "test": test.to_json() if test is not None else item["test"]}
+            return [*scored[:index], fresh, *scored[index + 1:]]
+    return [*scored, {"text": text, "step": steps_done, "dev": dev.to_json(),
+                      "test": _json(test)}]
 
 
 def job_verdict(job: Job | None, body: str) -> Callable[[str], Verdict]:
@@ -630,6 +695,7 @@ def make_app(config: DaemonConfig, token: str | None = None) -> web.Application:
     app.router.add_post(f"{API}/jobs/{{job_id}}/cancel", cancel_job)
     app.router.add_get(f"{API}/jobs/{{job_id}}/events", job_events)
     app.router.add_get(f"{API}/prompts", prompt_state_route)
+    app.router.add_post(f"{API}/prompts", prompt_text_route)
     app.router.add_post(f"{API}/evaluate", evaluate_route)
     app.router.add_post(f"{API}/shutdown", shutdown)
     app.on_startup.append(_startup)

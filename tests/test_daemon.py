@@ -482,6 +482,54 @@ async def test_evaluate_a_text_against_the_file_examples(
             better["usage"]["prompt_tokens"]
 
 
+async def test_the_state_answers_for_the_buffers_text(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    """POST /v1/prompts {path, text, measure}: the buffer's scores (measured once, then
+    from the daemon's cache) in `current` and `scored`, the suggestion picked against it."""
+    prompt = write_task(tmp_path / "ws", steps=1)
+    buffer = "Decide carefully.\r\nReview: {{review}}\r\nSentiment:"
+    async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
+        unmeasured = await client.prompt_state(prompt, buffer)
+        assert model.requests == 0
+        assert unmeasured["base"] == buffer.replace("\r\n", "\n")
+        assert unmeasured["text"] == load_task(prompt).prompt.body  # the file, as before
+        assert unmeasured["current"] == {"dev": None, "test": None}
+        assert unmeasured["scored"] == []
+        state = await client.prompt_state(prompt, buffer, measure=True)
+        assert model.requests == 8  # 4 dev rows and 4 test rows
+        assert state["current"]["dev"]["score"] == 100.0
+        assert (state["current"]["test"]["score"], state["current"]["test"]["n"]) == (100.0, 4)
+        assert state["scored"] == [{"text": state["base"], "step": 0,
+                                    "dev": state["current"]["dev"],
+                                    "test": state["current"]["test"]}]
+        assert state["usage"]["calls"] == 8
+        # Measured once: asking again makes no model call.
+        again = await client.prompt_state(prompt, buffer, measure=True)
+        assert model.requests == 8 and again["current"] == state["current"]
+        # The file's own state is untouched by the buffer's scores.
+        assert (await client.prompt_state(prompt))["current"]["dev"] is None
+
+        job, _ = await client.create_job(prompt)
+        await client.wait(job["id"])
+        edited = "Be terse.\nReview: {{review}}\nSentiment:"
+        for_file = await client.prompt_state(prompt)
+        for_edit = await client.prompt_state(prompt, edited)
+        assert for_file["suggestion"]["base"] == for_file["text"] == for_file["base"]
+        # Picked against the buffer: its base and distance are the buffer's.
+        assert for_edit["suggestion"] is not None
+        assert for_edit["suggestion"]["base"] == edited
+        assert for_edit["suggestion"]["distance"] <= for_edit["budget"]
+        # The job's held-out verdict is about the file's text, not the buffer's.
+        assert for_edit["suggestion"]["guard"]["verdict"] == "untested"
+        with pytest.raises(DaemonError) as bad:
+            await client.prompt_state(prompt, "{{#if}}", measure=True)
+        assert (bad.value.status, bad.value.code) == (422, "bad_template")
+        with pytest.raises(DaemonError) as wrong:
+            await client.call("POST", "/v1/prompts", raw=json.dumps(
+                {"path": str(prompt), "text": 3}).encode())
+        assert (wrong.value.status, wrong.value.code) == (400, "wrong_type")
+
+
 async def test_a_score_measured_with_another_model_is_not_the_files_score(
         rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
     prompt = write_task(tmp_path / "ws")
