@@ -39,6 +39,12 @@ from gpo_engine.lockfile import (
 from gpo_engine.stats import PairedResult, paired_test
 
 FAILING = ("regression", "stale", "error")  # verdicts that fail a check (missing: unless allowed)
+VERDICTS = ("pass", "updated", *FAILING, "missing")
+
+
+def fails(verdict: str, allow_missing: bool = False) -> bool:
+    """Whether a result with this verdict fails the check."""
+    return verdict in FAILING or (verdict == "missing" and not allow_missing)
 
 
 # ---------------------------------------------------------------------------
@@ -105,7 +111,7 @@ class CheckResult:
     usage: Mapping[str, Any] = field(default_factory=dict)
 
     def failed(self, allow_missing: bool = False) -> bool:
-        return self.verdict in FAILING or (self.verdict == "missing" and not allow_missing)
+        return fails(self.verdict, allow_missing)
 
     def rows(self) -> list[dict[str, Any]]:
         """Per split and over both: baseline and current score, delta, current interval."""

@@ -17,6 +17,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from model_server import ModelServer
@@ -50,12 +51,13 @@ def fake_model(messages: list[dict[str, str]]) -> str:
 
 
 @contextlib.contextmanager
-def server_thread(answer: object = fake_model) -> Iterator[ModelServer]:
-    """A ModelServer on its own loop in a thread, for code that calls asyncio.run itself."""
+def server_thread(answer: object = fake_model, **options: Any) -> Iterator[ModelServer]:
+    """A ModelServer on its own loop in a thread, for code that calls asyncio.run itself
+    (`options`: ModelServer's, such as latency and faults)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    server = ModelServer(answer=answer)  # type: ignore[arg-type]
+    server = ModelServer(answer=answer, **options)  # type: ignore[arg-type]
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     try:
         yield server

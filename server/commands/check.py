@@ -9,11 +9,9 @@ and exits 1 on a regression, a stale baseline, an unreadable file, or (unless
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,17 @@ from rich.table import Table
 from rich.text import Text
 
 from gpo_engine.check import CheckResult
+from gpo_engine.check_report import Report
 from gpo_engine.check_targets import find_targets
 from gpo_engine.lockfile import lock_path
-from gpo_server.commands.common import API_BASE_ENV, EXIT_FAIL, EXIT_OK
+from gpo_engine.shard import Shard, parse_shard, select
+from gpo_server.commands.common import (
+    API_BASE_ENV,
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+)
 
 _STYLE = {"pass": "green", "updated": "green", "regression": "red", "stale": "yellow",
           "missing": "yellow", "error": "red"}
@@ -45,6 +51,12 @@ def register(sub: Any) -> None:
                        help="a prompt without a lock file passes")
     check.add_argument("--offline", action="store_true",
                        help="make no model call: use cached answers only, fail if one is missing")
+    check.add_argument("--shard", metavar="I/N",
+                       help="check only part I of N: a stable split of the prompts by a hash "
+                            "of their path, for a CI matrix of N jobs")
+    check.add_argument("--merge", nargs="+", type=Path, metavar="REPORT",
+                       help="check nothing: merge the --json reports of the shards into one "
+                            "report (and one --junit-xml file)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--junit-xml", type=Path, metavar="FILE",
                        help="also write a JUnit XML report to FILE")
@@ -55,105 +67,108 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, err: Console) -> int:
+    if args.merge:
+        return finish(merged_report(args), args, err)
+    from gpo_engine.check_run import check_prompts
+
+    shard = _shard(args.shard)
     targets = find_targets(args.paths, Path("."))
     for note in targets.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     results = [CheckResult(p, lock_path(p), "error", (f"{p}:1:1: file not found",))
-               for p in targets.missing]
+               for p in select(targets.missing, shard, Path("."))]
     api_base = args.api_base or os.environ.get(API_BASE_ENV) or None
-    for prompt in targets.prompts:
-        results.append(check_one(prompt, args, api_base))
-    junit_error = _write_junit_report(args, results)
-    failed = [r for r in results if r.failed(args.allow_missing)]
+    results += check_prompts(select(targets.prompts, shard, Path(".")), update=args.update,
+                             cache_dir=args.cache_dir, api_base=api_base, offline=args.offline)
+    report = Report(tuple(r.to_dict() for r in results), args.allow_missing, shard)
+    return finish(report, args, err)
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+
+
+def merged_report(args: argparse.Namespace) -> Report:
+    """--merge: the shards' reports as one (CommandError for options that check)."""
+    from gpo_engine.check_report import merge, read_report
+
+    checking = [name for name, given in (("PATHS", args.paths), ("--update", args.update),
+                                         ("--offline", args.offline), ("--shard", args.shard))
+                if given]
+    if checking:
+        raise CommandError(f"--merge checks nothing, so it takes no {', '.join(checking)}",
+                           EXIT_USAGE)
+    merged = merge([(path, read_report(path)) for path in args.merge])
+    if args.allow_missing and not merged.allow_missing:
+        merged = replace(merged, allow_missing=True)
+    return merged
+
+
+def finish(report: Report, args: argparse.Namespace, err: Console) -> int:
+    """Write --junit-xml, print the report (tables, or --json), and the exit status."""
+    junit_error = _write_junit_report(args, report)
     if args.json:
-        out: dict[str, Any] = {"ok": not failed and junit_error is None,
-                               "results": [r.to_dict() for r in results]}
-        if junit_error is not None:
-            out["error"] = junit_error
-        print(json.dumps(out, indent=2))
+        print(json.dumps(report.to_dict(junit_error), indent=2))
     else:
-        print_results(results, args.allow_missing)
+        print_results(report)
     if junit_error is not None:
         err.print(Text.assemble(("error", "red"), " ", junit_error), highlight=False,
                   soft_wrap=True)
-    return EXIT_FAIL if failed or junit_error is not None else EXIT_OK
+    return EXIT_FAIL if report.failed() or junit_error is not None else EXIT_OK
 
 
-def _write_junit_report(args: argparse.Namespace, results: Sequence[CheckResult]) -> str | None:
+def _write_junit_report(args: argparse.Namespace, report: Report) -> str | None:
     """Write --junit-xml; the error message when it cannot be written (the results are
     still printed: they were paid for)."""
     from gpo_engine.atomic import WriteError
+    from gpo_engine.check_report import write_junit
 
     if not args.junit_xml:
         return None
     try:
-        write_junit(args.junit_xml, results, args.allow_missing)
+        write_junit(args.junit_xml, report)
     except WriteError as error:
         return str(error)
     return None
 
 
-def check_one(prompt: Path, args: argparse.Namespace, api_base: str | None) -> CheckResult:
-    """One prompt's check; every failure becomes an "error" result, never an exception."""
-    from gpo_engine.atomic import WriteError
-    from gpo_engine.check import check_task
-    from gpo_engine.errors import ConfigError, ModelCallError, SourceError, SpendLimitReached
-    from gpo_engine.llm import NotCached
-    from gpo_engine.task import load_task, open_llm
-
-    where = lock_path(prompt)
-    try:
-        task = load_task(prompt)
-    except SourceError as error:
-        return CheckResult(prompt, where, "error", tuple(str(p) for p in error.problems))
-    except ConfigError as error:
-        return CheckResult(prompt, where, "error", (f"{prompt}: {error}",))
-    llm = open_llm(task, cache_dir=args.cache_dir, api_base=api_base, offline=args.offline)
-    try:
-        return asyncio.run(check_task(task, llm, update=args.update))
-    except NotCached as error:
-        return CheckResult(prompt, where, "error", (
-            f"--offline: the current prompt is not scored in the cache ({error})",
-            f"run `gpo check {prompt}` with model access once to fill the cache"))
-    except (ModelCallError, SpendLimitReached, ConfigError) as error:
-        return CheckResult(prompt, where, "error", (f"{prompt}: {error}",))
-    except WriteError as error:
-        # --update scored the prompt (its answers are cached: a rerun is free) but
-        # could not write the lock; the old lock, if any, is byte-identical.
-        return CheckResult(prompt, where, "error", (str(error),))
-    finally:
-        llm.close()
-
-
-def print_results(results: Sequence[CheckResult], allow_missing: bool) -> None:
+def print_results(report: Report) -> None:
     out = Console()
-    for result in results:
-        style = _STYLE.get(result.verdict, "")
-        label = f"[{style}]{result.verdict.upper()}[/{style}]"
-        if result.baseline is None and result.current is None:
-            out.print(f"{result.prompt}: {label}", highlight=False, soft_wrap=True)
+    for result in report.results:
+        style = _STYLE.get(result["verdict"], "")
+        label = f"[{style}]{result['verdict'].upper()}[/{style}]"
+        rows = result["rows"]
+        if all(row["baseline"] is None and row["now"] is None for row in rows):
+            out.print(f"{result['prompt']}: {label}", highlight=False, soft_wrap=True)
         else:
-            model = (result.current or result.baseline).model  # type: ignore[union-attr]
-            table = Table(title=f"{result.prompt}  ({model})", title_justify="left")
+            table = Table(title=f"{result['prompt']}  ({result['model']})",
+                          title_justify="left")
             for column in ("split", "n", "baseline", "now", "delta", "95% interval", "verdict"):
                 table.add_column(column)
-            for row in result.rows():
+            for row in rows:
                 last = row["split"] == "dev+test"
                 interval = ("" if row["low"] is None else f"{row['low']:.1f} - {row['high']:.1f}")
                 table.add_row(row["split"], str(row["n"]), _pct(row["baseline"]),
                               _pct(row["now"]), _delta(row["delta"]), interval,
                               label if last else "")
             out.print(table)
-        for reason in result.reasons:
+        for reason in result["reasons"]:
             # soft_wrap: a reason stays on one line, so logs can be searched for it.
             out.print(f"  {reason}", highlight=False, markup=False, soft_wrap=True)
     counts: dict[str, int] = {}
-    for result in results:
-        counts[result.verdict] = counts.get(result.verdict, 0) + 1
+    for result in report.results:
+        counts[result["verdict"]] = counts.get(result["verdict"], 0) + 1
     summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
-    failed = sum(1 for r in results if r.failed(allow_missing))
-    out.print(f"{len(results)} prompt(s) checked: {summary or 'nothing to check'}"
-              + (f"; {failed} failing" if failed else ""), highlight=False)
+    failed = len(report.failed())
+    shard = f" (shard {report.shard})" if report.shard is not None else ""
+    out.print(f"{len(report.results)} prompt(s) checked{shard}: "
+              f"{summary or 'nothing to check'}" + (f"; {failed} failing" if failed else ""),
+              highlight=False)
 
 
 def _pct(value: float | None) -> str:
@@ -162,32 +177,3 @@ def _pct(value: float | None) -> str:
 
 def _delta(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}"
-
-
-def write_junit(path: Path, results: Sequence[CheckResult], allow_missing: bool) -> None:
-    """One testcase per prompt: regression and stale are failures, error is an error,
-    and a missing baseline is a failure or (with --allow-missing) skipped."""
-    suite = ET.Element("testsuite", name="gpo check", tests=str(len(results)))
-    failures = errors = skipped = 0
-    for result in results:
-        case = ET.SubElement(suite, "testcase", classname="gpo.check", name=str(result.prompt))
-        text = "\n".join(result.reasons)
-        if result.verdict == "error":
-            errors += 1
-            ET.SubElement(case, "error", message=result.reasons[0] if result.reasons else "",
-                          type="error").text = text
-        elif result.verdict == "missing" and allow_missing:
-            skipped += 1
-            ET.SubElement(case, "skipped", message=text)
-        elif result.failed(allow_missing):
-            failures += 1
-            ET.SubElement(case, "failure", message=f"{result.verdict}: {text.splitlines()[0]}",
-                          type=result.verdict).text = text
-        else:
-            ET.SubElement(case, "system-out").text = f"{result.verdict}: {text}"
-    suite.set("failures", str(failures))
-    suite.set("errors", str(errors))
-    suite.set("skipped", str(skipped))
-    from gpo_engine import atomic
-
-    atomic.write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
