@@ -320,3 +320,21 @@ def test_merge_on_the_command_line_reports_bad_input(
     assert code == 2 and "--merge checks nothing, so it takes no --update, --shard" in err
     code, _, err = gpo(capsys, "x.prompt", "--merge", "s1.json")
     assert code == 2 and "takes no PATHS" in err
+
+
+def test_each_prompt_keeps_its_own_spend_cap(
+    workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
+) -> None:
+    # gpt-4o-mini is priced in litellm's local map, so the calls cost real (tiny) dollars.
+    files = [write_task(Path(f"p{i}"), tagged(GOOD, i)) for i in range(2)]
+    for prompt in files:
+        prompt.write_text(prompt.read_text().replace("openai/x", "openai/gpt-4o-mini"))
+    _, alone = gpo_json(capsys, "--update", "--cache-dir", "alone", str(files[0]))
+    cost = alone["results"][0]["usage"]["cost"]
+    assert cost > 0
+    cap = f"gpo.max_cost: {1.5 * cost:.10f}"  # one prompt's scoring fits, two would not
+    for prompt in files:
+        prompt.write_text(prompt.read_text().replace("---\nClassify", f"{cap}\n---\nClassify"))
+    code, data = gpo_json(capsys, "--update", "--cache-dir", "together")
+    assert code == 0 and [r["verdict"] for r in data["results"]] == ["updated"] * 2
+    assert [r["usage"]["cost"] for r in data["results"]] == [pytest.approx(cost)] * 2
