@@ -18,7 +18,6 @@ from gpo_engine.template import template_tags
 
 START = "<START>"
 END = "<END>"
-MAX_EXEMPLARS = 3
 
 # Exemplar text in the chat meta-prompt is cut to this many characters: a
 # long input would crowd out the prompts themselves. (The base-model
@@ -50,7 +49,8 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def _pick_exemplars(exemplars: Sequence[Exemplar], count: int) -> list[Exemplar]:
+def pick_exemplars(exemplars: Sequence[Exemplar], count: int) -> list[Exemplar]:
+    """The `count` exemplars a meta-prompt shows: wrong answers first."""
     # Wrong answers show the optimizer where the prompt fails; right ones only
     # fill the remaining slots. Stable, so the caller's order decides ties.
     wrong = [e for e in exemplars if not e.correct]
@@ -65,28 +65,14 @@ def _keep_tags_sentence(current: str) -> str:
     return f"Keep these template tags exactly as written: {', '.join(tags)}."
 
 
-def build_meta_prompt(
-    current: str,
-    direction: Sequence[ScoredPrompt],
-    exemplars: Sequence[Exemplar],
-    budget: int,
-    base_model: bool,
+def chat_meta_prompt(
+    current: str, direction: Sequence[ScoredPrompt], shown: Sequence[Exemplar], budget: int
 ) -> Messages:
-    """The optimizer's input for one step.
+    """A chat model's input for one step: instructions in one user message.
 
     `direction` is what direction.retrieve returned (ascending scores, the
-    current prompt last); `exemplars` may be the whole train minibatch, the
-    first MAX_EXEMPLARS wrong answers (then right ones) are shown.
+    current prompt last); `shown` are the exemplars to show (pick_exemplars).
     """
-    shown = _pick_exemplars(exemplars, MAX_EXEMPLARS if not base_model else 2)
-    if base_model:
-        return _base_meta_prompt(current, direction, shown, budget)
-    return [{"role": "user", "content": _chat_meta_prompt(current, direction, shown, budget)}]
-
-
-def _chat_meta_prompt(
-    current: str, direction: Sequence[ScoredPrompt], shown: Sequence[Exemplar], budget: int
-) -> str:
     limit = _EXEMPLAR_CHARS
     parts = [
         "You are improving the prompt that a language model receives for a task. The prompt "
@@ -122,7 +108,7 @@ def _chat_meta_prompt(
         f"Write the new prompt between {START} and {END}, and nothing else between them.",
     ]
     parts.append("\n".join(line for line in closing if line))
-    return "\n\n".join(parts)
+    return [{"role": "user", "content": "\n\n".join(parts)}]
 
 
 # A base model does not follow instructions; it continues patterns. So the
@@ -144,9 +130,10 @@ _REWRITE_DEMOS = (
 )
 
 
-def _base_meta_prompt(
+def base_meta_prompt(
     current: str, direction: Sequence[ScoredPrompt], shown: Sequence[Exemplar], budget: int
 ) -> Messages:
+    """A base model's input for one step: a document that ends after <START>."""
     blocks = ["Each instruction below was rewritten into a better one: clear, specific, and "
               "naming the form of the answer."]
     for answers, before, after in _REWRITE_DEMOS:
@@ -177,21 +164,23 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
-def build_revision_request(
-    candidate: str, current: str, budget: int, distance: int, base_model: bool
-) -> Messages:
-    """Ask once to bring an over-budget candidate back within the budget."""
-    if base_model:
-        document = "\n\n".join(
-            [
-                "Prompt revision log. Each edit may change at most "
-                f"{budget} words of the current prompt.",
-                f"Current prompt:\n{START}{current}{END}",
-                f"Rejected edit ({distance} words changed, too many):\n{START}{candidate}{END}",
-                f"Accepted edit (keeps the most useful changes; {budget} words or fewer changed):",
-            ]
-        )
-        return [{"role": "user", "content": document}, {"role": "assistant", "content": START}]
+def base_revision_request(candidate: str, current: str, budget: int, distance: int) -> Messages:
+    """Ask a base model once to bring an over-budget candidate back within the
+    budget: a revision log whose accepted edit the model writes, after <START>."""
+    document = "\n\n".join(
+        [
+            "Prompt revision log. Each edit may change at most "
+            f"{budget} words of the current prompt.",
+            f"Current prompt:\n{START}{current}{END}",
+            f"Rejected edit ({distance} words changed, too many):\n{START}{candidate}{END}",
+            f"Accepted edit (keeps the most useful changes; {budget} words or fewer changed):",
+        ]
+    )
+    return [{"role": "user", "content": document}, {"role": "assistant", "content": START}]
+
+
+def chat_revision_request(candidate: str, current: str, budget: int, distance: int) -> Messages:
+    """Ask a chat model once to bring an over-budget candidate back within the budget."""
     content = "\n\n".join(
         [
             f"The current prompt is:\n{current}",

@@ -23,19 +23,14 @@ from gpo_engine.instruction import with_instruction
 from gpo_engine.leak_guard import LEAK_THRESHOLD as LEAK_THRESHOLD
 from gpo_engine.leak_guard import LEAK_WINDOW_WORDS as LEAK_WINDOW_WORDS
 from gpo_engine.leak_guard import find_leak, leak_pieces
-from gpo_engine.meta_prompts import MAX_EXEMPLARS as MAX_EXEMPLARS
-from gpo_engine.meta_prompts import (
-    Exemplar,
-    Messages,
-    build_meta_prompt,
-    build_revision_request,
-    score_text,
-)
+from gpo_engine.meta_prompts import Exemplar, Messages, score_text
+from gpo_engine.meta_style import BASE, CHAT, MetaStyle
+from gpo_engine.meta_style import MAX_EXEMPLARS as MAX_EXEMPLARS
 from gpo_engine.template import template_error, template_tags
 
 # The `as` imports are re-exports for importers that have not moved yet
-# (issue 15): gpo_engine.cost reads update.MAX_EXEMPLARS and
-# update.build_meta_prompt, gpo_engine.optimizer update.LEAK_THRESHOLD and
+# (issue 15): gpo_engine.cost reads update.MAX_EXEMPLARS (and calls
+# build_meta_prompt below), gpo_engine.optimizer update.LEAK_THRESHOLD and
 # update.Exemplar, tests/test_guards.py update.LEAK_WINDOW_WORDS,
 # update.leak_pieces, update.find_leak and update.parse_candidate.
 
@@ -70,6 +65,13 @@ class Generation:
 def word_distance(a: str, b: str) -> int:
     """Words inserted, deleted or substituted to turn `a` into `b`."""
     return int(Levenshtein.distance(a.split(), b.split()))
+
+
+def build_meta_prompt(current: str, direction: Sequence[ScoredPrompt],
+                      exemplars: Sequence[Exemplar], budget: int, base_model: bool) -> Messages:
+    """Transitional (issue 15): gpo_engine.cost calls this until it asks
+    MetaStyle.for_model(model).meta_prompt(...) itself."""
+    return (BASE if base_model else CHAT).meta_prompt(current, direction, exemplars, budget)
 
 
 async def _ask(complete: Complete, messages: Messages, index: int) -> str | ModelCallError:
@@ -146,7 +148,8 @@ async def generate(
     budget: int,
     n: int,
     variables: Sequence[str],
-    base_model: bool,
+    style: MetaStyle | None = None,
+    base_model: bool = False,
     train_texts: Sequence[str] = (),
 ) -> Generation:
     """Ask for n candidates concurrently and keep the usable ones.
@@ -160,7 +163,10 @@ async def generate(
     """
     if n <= 0:
         return Generation((), ())
-    messages = build_meta_prompt(current, direction, exemplars, budget, base_model)
+    # `base_model` picks the style only until gpo_engine.optimizer passes
+    # `style` (issue 15).
+    style = style or (BASE if base_model else CHAT)
+    messages = style.meta_prompt(current, direction, exemplars, budget)
     answers = await _ask_all(complete, [(messages, i) for i in range(n)])
 
     # Texts already known: proposing one again would only re-measure it.
@@ -176,7 +182,7 @@ async def generate(
     leaks = leak_pieces(train_texts, current)
 
     for index, answer in enumerate(answers):
-        text, problem = _screen(answer, base_model, current, variables, seen, leaks)
+        text, problem = _screen(answer, style.prefilled, current, variables, seen, leaks)
         if problem is not None:
             rejected[index] = problem
             continue
@@ -192,7 +198,7 @@ async def generate(
         pending = list(over_budget.items())
         requests = [
             (
-                build_revision_request(text, current, budget, distance, base_model),
+                style.revision_request(text, current, budget, distance),
                 REVISION_SAMPLE_OFFSET + index,
             )
             for index, (text, distance) in pending
@@ -200,7 +206,8 @@ async def generate(
         revisions = await _ask_all(complete, requests)
         for (index, (text, distance)), answer in zip(pending, revisions, strict=True):
             note = f"{distance} words changed, budget {budget}"
-            revised, problem = _screen(answer, base_model, current, variables, seen, leaks)
+            revised, problem = _screen(answer, style.prefilled, current, variables, seen,
+                                       leaks)
             if problem is not None:
                 if problem.reason in ("model_error", "leak"):
                     rejected[index] = Rejected(problem.text or text, problem.reason,

@@ -11,7 +11,8 @@ from gpo_engine.candidates import check_variables, invented_names, parse_candida
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ModelCallError, SpendLimitReached
 from gpo_engine.instruction import split_instruction, with_instruction
-from gpo_engine.meta_prompts import Exemplar, build_meta_prompt, build_revision_request
+from gpo_engine.meta_prompts import Exemplar
+from gpo_engine.meta_style import BASE, CHAT, MetaStyle
 from gpo_engine.template import template_tags
 from gpo_engine.update import Candidate, Generation, Rejected, generate, word_distance
 
@@ -54,7 +55,7 @@ def test_word_distance_is_symmetric_and_bounded(a: list[str], b: list[str]) -> N
 
 
 def test_chat_meta_prompt_structure() -> None:
-    messages = build_meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 20, base_model=False)
+    messages = CHAT.meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 20)
     assert len(messages) == 1
     assert messages[0]["role"] == "user"
     text = messages[0]["content"]
@@ -75,7 +76,7 @@ def test_chat_meta_prompt_structure() -> None:
 def test_chat_meta_prompt_fills_with_correct_exemplars_and_clips_long_inputs() -> None:
     long_input = "word " * 1000
     exemplars = [Exemplar(long_input, "x", "x", True)]
-    text = build_meta_prompt(CURRENT, [], exemplars, 5, base_model=False)[0]["content"]
+    text = CHAT.meta_prompt(CURRENT, [], exemplars, 5)[0]["content"]
     assert "Verdict: correct" in text
     assert "..." in text
     assert len(text) < 3000
@@ -86,7 +87,7 @@ def test_base_meta_prompt_is_a_few_shot_rewrite_document() -> None:
     current = "Be brief.\nReview: {{review}}\nSentiment:"
     direction = [ScoredPrompt("Say it.\nReview: {{review}}\nSentiment:", 20.0, 0),
                  ScoredPrompt(current, 40.0, 1)]
-    messages = build_meta_prompt(current, direction, EXEMPLARS, 12, base_model=True)
+    messages = BASE.meta_prompt(current, direction, EXEMPLARS, 12)
     assert [m["role"] for m in messages] == ["user"]
     doc = messages[0]["content"]
     # The open entry: the current instruction (not the input lines) and the budget.
@@ -102,22 +103,21 @@ def test_base_meta_prompt_is_a_few_shot_rewrite_document() -> None:
 
 
 def test_base_meta_prompt_without_an_instruction_says_none() -> None:
-    doc = build_meta_prompt("Review: {{review}}\nSentiment:", [], [], 5,
-                            base_model=True)[0]["content"]
+    doc = BASE.meta_prompt("Review: {{review}}\nSentiment:", [], [], 5)[0]["content"]
     assert doc.endswith("Instruction: (none)\nBetter instruction (at most 5 words changed): "
                         "<START>")
     assert "Inputs look like" not in doc
 
 
 def test_revision_requests() -> None:
-    chat = build_revision_request("new long text {{review}}", CURRENT, 8, 23, base_model=False)
+    chat = CHAT.revision_request("new long text {{review}}", CURRENT, 8, 23)
     assert len(chat) == 1
     text = chat[0]["content"]
     assert "changes 23 words" in text and "at most 8 may change" in text
     assert CURRENT in text and "new long text {{review}}" in text
     assert "Change at most 8 words of the current prompt." in text
     assert "{{review}}" in text and "<START>" in text
-    base = build_revision_request("new long text {{review}}", CURRENT, 8, 23, base_model=True)
+    base = BASE.revision_request("new long text {{review}}", CURRENT, 8, 23)
     assert base[-1] == {"role": "assistant", "content": "<START>"}
     assert "(23 words changed, too many)" in base[0]["content"]
     assert "8 words or fewer" in base[0]["content"]
@@ -297,7 +297,7 @@ async def run(
     answers: dict[int, object],
     n: int,
     budget: int = 3,
-    base: bool = False,
+    style: MetaStyle = CHAT,
     calls: list[int] | None = None,
 ) -> Generation:
     return await generate(
@@ -308,7 +308,7 @@ async def run(
         budget=budget,
         n=n,
         variables=["review"],
-        base_model=base,
+        style=style,
     )
 
 
@@ -394,7 +394,7 @@ async def test_base_model_generation_uses_prefill_and_parses_run_on() -> None:
         budget=3,
         n=2,
         variables=["review"],
-        base_model=True,
+        style=BASE,
     )
     assert all(m[-1]["content"].endswith("<START>") for m in seen)
     assert gen.candidates == (Candidate(WITHIN, 1, False),)
@@ -421,7 +421,7 @@ async def test_samples_run_concurrently() -> None:
         budget=50,
         n=5,
         variables=["review"],
-        base_model=False,
+        style=CHAT,
     )
     assert peak == 5
     assert [c.text for c in gen.candidates] == [
@@ -448,7 +448,7 @@ async def test_spend_limit_propagates_and_cancels_siblings() -> None:
             budget=5,
             n=4,
             variables=["review"],
-            base_model=False,
+            style=CHAT,
         )
     await asyncio.sleep(0.1)
     assert finished == []
@@ -503,7 +503,7 @@ async def test_tagless_answer_becomes_the_instruction_and_keeps_the_inputs() -> 
         return "Answer positive or negative.<END>"
 
     gen = await generate(complete, current=current, direction=[], exemplars=[], budget=10, n=1,
-                         variables=["review"], base_model=True)
+                         variables=["review"], style=BASE)
     assert [c.text for c in gen.candidates] == [
         "Answer positive or negative.\nReview: {{review}}\nSentiment:"]
     assert gen.candidates[0].distance == 4
@@ -514,7 +514,7 @@ async def test_broken_handlebars_candidate_is_rejected() -> None:
         return "<START>Classify {{#if review}}{{review}}.<END>"
 
     gen = await generate(complete, current="Classify {{review}}.", direction=[], exemplars=[],
-                         budget=10, n=1, variables=["review"], base_model=False)
+                         budget=10, n=1, variables=["review"], style=CHAT)
     assert gen.candidates == ()
     assert gen.rejected[0].reason == "broken_template"
 
@@ -524,7 +524,7 @@ async def test_base_model_score_notes_are_stripped() -> None:
         return ["Write a story. (score 42.4)", " (score 3)"][sample]
 
     gen = await generate(complete, current="Be brief.\nQ: {{q}}", direction=[], exemplars=[],
-                         budget=10, n=2, variables=["q"], base_model=True)
+                         budget=10, n=2, variables=["q"], style=BASE)
     assert [c.text for c in gen.candidates] == ["Write a story.\nQ: {{q}}"]
     assert [r.reason for r in gen.rejected] == ["empty"]
 
@@ -541,7 +541,7 @@ async def test_invented_names_are_rejected_and_comments_and_helpers_are_not() ->
         return wrap(answers[sample])
 
     gen = await generate(complete, current=current, direction=[], exemplars=[], budget=10,
-                         n=3, variables=["items", "user"], base_model=False)
+                         n=3, variables=["items", "user"], style=CHAT)
     assert [(r.reason, r.detail) for r in gen.rejected] == [
         ("lost_variable", "uses unknown {{title}}")]
     assert [c.text for c in gen.candidates] == answers[1:]
