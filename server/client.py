@@ -24,8 +24,6 @@ import aiohttp
 from gpo_server import runtime
 from gpo_server.runtime import DaemonError
 
-TERMINAL = ("finished", "failed", "cancelled")
-
 
 class DaemonClient:
     """Async client of one daemon; use as `async with DaemonClient(address) as c:`."""

@@ -43,12 +43,13 @@ from gpo_engine.task import Task, open_llm, score
 from gpo_engine.template import template_error
 from gpo_engine.trajectory import Trajectory, same_prompt, trajectory_key
 from gpo_server import runtime
-from gpo_server.jobs import ACTIVE, Job, JobRegistry, RetryPolicy, RunnerConfig, UnknownJob
+from gpo_server.job_states import is_retrying, status_of
+from gpo_server.jobs import Job, JobRegistry, RetryPolicy, RunnerConfig, UnknownJob
+from gpo_server.prompt_state import STATE_VERSION
 
 log = logging.getLogger("gpo.daemon")
 
 API = "/v1"
-STATE_VERSION = 1  # of the prompt-state object (gpo_server.prompt_state reads it)
 DEFAULT_IDLE_TIMEOUT = 1800.0  # seconds without requests or jobs before it exits
 DEFAULT_MAX_BODY = 1 << 20  # bytes; a prompt text is small, an example set is read from disk
 _SSE_PING = 15.0  # seconds between keep-alive comments on an idle event stream
@@ -664,12 +665,11 @@ def _job_summary(job: Job | None) -> dict[str, Any] | None:
         return None
     # `status` keeps to the five values every client knows (waiting and failing jobs are
     # still running: they retry); `state` is the exact one, `message` says why.
-    status = "running" if job.state in ("waiting", "failing") else job.state
-    message = job.error if job.state in ("waiting", "failing", "failed") else ""
+    message = job.error if is_retrying(job.state) or job.state == "failed" else ""
     if job.result and job.result.get("stopped") and not message:
         message = str(job.result["stopped"])
     data = job.to_dict()
-    return {"id": job.id, "status": status, "state": job.state, "step": job.step,
+    return {"id": job.id, "status": status_of(job.state), "state": job.state, "step": job.step,
             "total_steps": job.total_steps, "message": message, "error_kind": job.error_kind,
             "retry_in": data["retry_in"], "spend": data["spend"]}
 
@@ -782,4 +782,4 @@ async def _wait_for_stop(state: DaemonState) -> None:
             state.stop.set()
 
 
-__all__ = ["ACTIVE", "DaemonConfig", "make_app", "serve"]
+__all__ = ["DaemonConfig", "make_app", "serve"]

@@ -33,12 +33,11 @@ from gpo_engine.optimizer import optimize_task
 from gpo_engine.runlock import PromptBusy, holder, release, try_lock
 from gpo_engine.task import Task, load_task, open_llm, open_store
 from gpo_engine.trajectory import TrajectoryStore, trajectory_key
+from gpo_server.job_states import ACTIVE, TERMINAL, is_retrying
 from gpo_server.runtime import write_private
 
 log = logging.getLogger("gpo.daemon")
 
-ACTIVE = ("queued", "running", "waiting", "failing")
-TERMINAL = ("finished", "failed", "cancelled")
 # Outages worth waiting out ("systemic": most rows of an evaluation failed, each for one
 # of these); "auth" and "other" (a 400, a bad model name) need a person.
 RETRYABLE_KINDS = ("timeout", "rate_limit", "server", "bad_response", "systemic")
@@ -146,7 +145,7 @@ class Job:
             "error": self.error,
             "error_kind": self.error_kind,
             "retry_in": (round(max(0.0, self.retry_at - now), 3)
-                         if self.retry_at is not None and self.state in ("waiting", "failing")
+                         if self.retry_at is not None and is_retrying(self.state)
                          else None),
             "attempts": self.attempts,
             "spend": {"cost": self.cost, "calls": self.calls,
@@ -362,7 +361,7 @@ class JobRegistry:
             job.failures = 0  # progress: the outage (if any) is over
             self._save()
         self._emit(job, data)
-        if job.state in ("waiting", "failing") and kind in ("candidate_scored", "step_finished"):
+        if is_retrying(job.state) and kind in ("candidate_scored", "step_finished"):
             # Calls are answered again: only now is the outage over for the people watching.
             job.retry_at = None
             self._set_state(job, "running")

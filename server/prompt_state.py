@@ -64,8 +64,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpo_server.job_states import STATUSES, is_active, is_retrying
+
 STATE_VERSION = 1
-JOB_STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+JOB_STATUSES = STATUSES
 
 
 @dataclass(frozen=True)
@@ -126,12 +128,12 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.status in ("queued", "running")
+        return is_active(self.status)
 
     @property
     def retrying(self) -> bool:
         """Running, but its model calls fail and it waits to try again."""
-        return self.active and self.state in ("waiting", "failing")
+        return self.active and is_retrying(self.state)
 
 
 @dataclass(frozen=True)

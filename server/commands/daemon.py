@@ -18,6 +18,7 @@ from gpo_engine.errors import GpoError
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, connect, event_object
 from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, CommandError, overrides
+from gpo_server.job_states import is_retrying
 from gpo_server.runtime import start_args
 
 
@@ -171,7 +172,7 @@ def _jobs(args: argparse.Namespace, err: Console) -> int:
         table.add_column(col)
     for job in jobs:
         best = "" if job["best_dev"] is None else f"{job['best_dev']:.1f}%"
-        note = job["error"] if job["state"] in ("waiting", "failing", "failed") else ""
+        note = job["error"] if is_retrying(job["state"]) or job["state"] == "failed" else ""
         table.add_row(job["id"], job["path"], job["state"],
                       f"{job['step']}/{job['total_steps']}", best,
                       f"${job['spend']['cost']:.4f}", note)
@@ -211,7 +212,7 @@ def optimize_via_daemon(args: argparse.Namespace, err: Console,
                 typed = event_object(event)
                 if typed is not None:
                     on_event(typed)
-                elif event["kind"] == "state" and event["state"] in ("waiting", "failing"):
+                elif event["kind"] == "state" and is_retrying(event["state"]):
                     err.print(f"[yellow]{event['state']}[/yellow]: {event['error']}; "
                               f"retrying in {event.get('retry_in', 0):.0f} s")
             return await client.job(job["id"])
