@@ -23,12 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gpo_engine import prices, update
+from gpo_engine import prices
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ConfigError
 from gpo_engine.examples import Example
+from gpo_engine.judge import judge_prompt
 from gpo_engine.llm import is_base_model
-from gpo_engine.metrics import judge_prompt
+from gpo_engine.meta_prompts import Exemplar
+from gpo_engine.meta_style import MetaStyle
 from gpo_engine.optimizer import race_calls
 from gpo_engine.schedule import budget_at
 from gpo_engine.task import Task, row_data
@@ -175,11 +177,11 @@ def _meta_prompt_tokens(task: Task) -> int:
     s = task.settings
     direction = [ScoredPrompt(body, 50.0, i) for i in range(s.k)]
     train = list(task.examples.train) or list(task.examples.dev)
-    exemplars = [update.Exemplar(_inputs_text(e), e.expected, e.expected, False)
-                 for e in train[: update.MAX_EXEMPLARS]]
+    style = MetaStyle.for_model(task.optimizer_model)
+    exemplars = [Exemplar(_inputs_text(e), e.expected, e.expected, False)
+                 for e in train[: style.exemplars]]
     budget = budget_at(0, s.steps, s.budget)
-    messages = update.build_meta_prompt(body, direction, exemplars, budget,
-                                        is_base_model(task.optimizer_model))
+    messages = style.meta_prompt(body, direction, exemplars, budget)
     return sum(tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages)
 
 
