@@ -25,12 +25,10 @@ from gpo_engine.leak_guard import LEAK_WINDOW_WORDS as LEAK_WINDOW_WORDS
 from gpo_engine.leak_guard import find_leak, leak_pieces
 from gpo_engine.meta_prompts import Exemplar, Messages, score_text
 from gpo_engine.meta_style import BASE, CHAT, MetaStyle
-from gpo_engine.meta_style import MAX_EXEMPLARS as MAX_EXEMPLARS
 from gpo_engine.template import template_error, template_tags
 
 # The `as` imports are re-exports for importers that have not moved yet
-# (issue 15): gpo_engine.cost reads update.MAX_EXEMPLARS (and calls
-# build_meta_prompt below), gpo_engine.optimizer update.LEAK_THRESHOLD and
+# (issue 15): gpo_engine.optimizer reads update.LEAK_THRESHOLD and
 # update.Exemplar, tests/test_guards.py update.LEAK_WINDOW_WORDS,
 # update.leak_pieces, update.find_leak and update.parse_candidate.
 
@@ -65,13 +63,6 @@ class Generation:
 def word_distance(a: str, b: str) -> int:
     """Words inserted, deleted or substituted to turn `a` into `b`."""
     return int(Levenshtein.distance(a.split(), b.split()))
-
-
-def build_meta_prompt(current: str, direction: Sequence[ScoredPrompt],
-                      exemplars: Sequence[Exemplar], budget: int, base_model: bool) -> Messages:
-    """Transitional (issue 15): gpo_engine.cost calls this until it asks
-    MetaStyle.for_model(model).meta_prompt(...) itself."""
-    return (BASE if base_model else CHAT).meta_prompt(current, direction, exemplars, budget)
 
 
 async def _ask(complete: Complete, messages: Messages, index: int) -> str | ModelCallError:

@@ -43,14 +43,6 @@ def test_each_style_builds_its_own_requests() -> None:
     assert base_revision[-1] == {"role": "assistant", "content": "<START>"}
 
 
-def test_the_transitional_flag_picks_the_same_style() -> None:
-    # update.build_meta_prompt(..., base_model) stays until gpo_engine.cost asks
-    # MetaStyle.for_model itself (issue 15).
-    for flag, style in ((False, CHAT), (True, BASE)):
-        assert update.build_meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 10, flag) == (
-            style.meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 10))
-
-
 async def test_generate_asks_in_the_style_given() -> None:
     asked: list[list[dict[str, str]]] = []
 
