@@ -49,6 +49,7 @@ TTL_VARIABLE = "GPO_CACHE_TTL"
 TIMEOUT = 1.0  # seconds to connect and to wait for an answer (the URL may set its own)
 POOL_SIZE = 16  # connections; a run uses one at a time, the daemon one per thread at most
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # seconds before trying a down Redis again, doubling
+MAX_VALUE = 64 << 20  # bytes of JSON one entry may inflate to (a 300-step trajectory: ~1 MB)
 _WATCH_TRIES = 20  # optimistic pushes retried when another writer changes the key meanwhile
 _SCHEMES = ("redis", "rediss")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -110,10 +111,16 @@ def encode(value: Any) -> bytes:
     return zlib.compress(text.encode("utf-8"), 6)
 
 
-def decode(raw: bytes) -> Any:
-    """The value `encode` made; ValueError for anything else."""
+def decode(raw: bytes, *, limit: int = MAX_VALUE) -> Any:
+    """The value `encode` made; ValueError for anything else, or one that would inflate past
+    `limit` bytes (a few KB of zlib can claim gigabytes; a shared Redis is not trusted that
+    far)."""
     try:
-        return json.loads(zlib.decompress(raw).decode("utf-8"))
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(raw, limit)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError(f"not a gpo value (truncated, or larger than {limit} bytes)")
+        return json.loads(text.decode("utf-8"))
     except (zlib.error, UnicodeDecodeError) as error:
         raise ValueError(f"not a gpo value ({error})") from None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ class TieredStore:
         self.supersedes = supersedes
         self.outbox_dir = disk.directory.with_name(disk.directory.name + OUTBOX_SUFFIX)
         self._outbox: DiskStore | None = None
+        self._outbox_failed = False
         self._pending = self.outbox_dir.is_dir()  # maybe: the first push looks
         self.remote_hits = 0  # answers Redis had and the disk did not
         self.pushed = 0  # outbox entries pushed to Redis
@@ -241,12 +243,14 @@ class TieredStore:
         outbox.delete(key)
 
     def _open_outbox(self, *, create: bool) -> DiskStore | None:
-        if self._outbox is None and (create or self.outbox_dir.is_dir()):
+        if self._outbox is None and not self._outbox_failed and (create
+                                                                 or self.outbox_dir.is_dir()):
             try:
                 self._outbox = DiskStore(self.outbox_dir, label=f"{self.label} outbox",
                                          lost="entries not yet pushed to the shared cache "
                                               "stay on this machine's disk only")
-            except OSError as error:
+            except (OSError, sqlite3.Error) as error:
+                self._outbox_failed = True  # one warning, not one per write
                 warnings.warn(f"{self.label}: cannot keep entries for the shared cache at "
                               f"{self.outbox_dir} ({error}); they stay on this disk only",
                               RuntimeWarning, stacklevel=4)

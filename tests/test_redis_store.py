@@ -538,3 +538,28 @@ def test_remote_keys_lists_this_namespace_only(redis_server: RedisServer) -> Non
 def test_the_variable_does_not_outlive_the_test_that_set_it() -> None:
     # Runs after test_cache_url_option_is_checked_and_becomes_the_variable (file order).
     assert os.environ.get("GPO_CACHE_URL") is None
+
+
+def test_a_value_that_inflates_past_the_limit_or_is_cut_short_is_refused() -> None:
+    big = redis_store.encode("x" * 5000)  # ~30 bytes of zlib
+    assert redis_store.decode(big) == "x" * 5000
+    with pytest.raises(ValueError, match="larger than 1000 bytes"):
+        redis_store.decode(big, limit=1000)
+    with pytest.raises(ValueError, match="truncated"):
+        redis_store.decode(big[:-6])
+
+
+def test_an_outbox_that_cannot_be_made_warns_and_the_disk_keeps_the_entry(
+        tmp_path: Path) -> None:
+    require_redis()
+    server = RedisServer(tmp_path / "redis")  # not started: every write goes to the outbox
+    (tmp_path / "r.outbox").write_text("a file where the outbox folder should be")
+    with pytest.warns(RuntimeWarning) as caught:
+        store = _responses(tmp_path / "r", server.url)
+        assert store.set("k", ANSWER)  # on disk
+        assert store.set("k2", ANSWER)
+    assert [str(w.message) for w in caught if "cannot keep entries" in str(w.message)] == [
+        f"response cache: cannot keep entries for the shared cache at {tmp_path / 'r.outbox'} "
+        f"([Errno 17] File exists: '{tmp_path / 'r.outbox'}'); they stay on this disk only"]
+    assert store.get("k") == ANSWER
+    store.close()
