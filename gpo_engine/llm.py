@@ -27,13 +27,14 @@ import random
 import re
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import concurrency, direct, prices
+from . import concurrency, direct, prices, spend
 from .concurrency import MAX_RETRY_WAIT, AdaptiveLimit, CallSlot, retry_after_seconds
 from .errors import ConfigError, GpoError, ModelCallError, SpendLimitReached
+from .usage import ModelUsage, Usage
 
 LOCAL_PREFIX = "local/"
 DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
@@ -68,103 +69,6 @@ class Completion:
     completion_tokens: int
     cost: float  # dollars; 0.0 when cached or price unknown
     cached: bool
-
-
-@dataclass
-class ModelUsage:
-    calls: int = 0  # requests sent to the model, retries included
-    cache_hits: int = 0  # answers (or embedding vectors) served from the disk cache
-    failures: int = 0  # requests that ended in ModelCallError after every retry
-    retries: int = 0  # requests sent again after a retryable failure
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    unknown_price: bool = False  # some successful call had no known price (cost undercounts)
-    rate_limited: int = 0  # 429 answers received (each one halves the model's concurrency)
-    concurrency: int = 0  # the model's adaptive concurrency limit when last used
-    path: str = ""  # how its calls go out: "direct" (gpo_engine.direct) or "litellm"
-
-
-@dataclass
-class Usage:
-    per_model: dict[str, ModelUsage] = field(default_factory=dict)
-
-    def model(self, name: str) -> ModelUsage:
-        """The usage record of one model, created on first use."""
-        if name not in self.per_model:
-            self.per_model[name] = ModelUsage()
-        return self.per_model[name]
-
-    @property
-    def calls(self) -> int:
-        return sum(u.calls for u in self.per_model.values())
-
-    @property
-    def cache_hits(self) -> int:
-        return sum(u.cache_hits for u in self.per_model.values())
-
-    @property
-    def failures(self) -> int:
-        return sum(u.failures for u in self.per_model.values())
-
-    @property
-    def retries(self) -> int:
-        return sum(u.retries for u in self.per_model.values())
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(u.prompt_tokens for u in self.per_model.values())
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(u.completion_tokens for u in self.per_model.values())
-
-    @property
-    def cost(self) -> float:
-        return sum(u.cost for u in self.per_model.values())
-
-    @property
-    def unknown_price(self) -> bool:
-        return any(u.unknown_price for u in self.per_model.values())
-
-    def plus(self, other: Usage) -> Usage:
-        """Both usages summed per model (a resumed run's spend on top of the earlier runs')."""
-        total = Usage()
-        for source in (self, other):
-            for name, u in source.per_model.items():
-                t = total.model(name)
-                for f in fields(ModelUsage):
-                    if f.name == "concurrency":
-                        t.concurrency = u.concurrency or t.concurrency  # the latest limit
-                    elif f.name == "path":
-                        t.path = u.path or t.path  # the latest run's path
-                    elif f.name == "unknown_price":
-                        t.unknown_price = t.unknown_price or u.unknown_price
-                    else:
-                        setattr(t, f.name, getattr(t, f.name) + getattr(u, f.name))
-        return total
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
-        """Inverse of to_dict (per-model records; totals are derived)."""
-        known = {f.name for f in fields(ModelUsage)}
-        usage = cls()
-        for name, record in (data.get("per_model") or {}).items():
-            usage.per_model[name] = ModelUsage(**{k: v for k, v in record.items() if k in known})
-        return usage
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "cache_hits": self.cache_hits,
-            "failures": self.failures,
-            "retries": self.retries,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost": self.cost,
-            "unknown_price": self.unknown_price,
-            "per_model": {name: asdict(u) for name, u in sorted(self.per_model.items())},
-        }
 
 
 def is_base_model(model: str) -> bool:
@@ -499,6 +403,9 @@ class LLM:
         # Dollars the job spent before this process (a resumed run): one cap covers
         # the whole job, however often it was stopped and resumed.
         self.spent_before = 0.0
+        # Where each call's usage is written as it goes out and comes back (set
+        # for a job by `record_spend`); None: in memory only.
+        self.journal: spend.SpendJournal | None = None
         self._cache = _ResponseCache(cache_dir)
         # asyncio primitives belong to one event loop; a new loop gets new semaphores.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -558,13 +465,17 @@ class LLM:
         self._check_spend()
         params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens,
                                   "stop": stop or None, **(extra or {})}
-        if self._route(model, extra).path == "direct":
-            response = await self._direct(model, messages, params)
-        else:
-            response = await self._through_litellm(model, messages, params, sample)
-        text = response.choices[0].message.content or ""
-        prompt_tokens, completion_tokens = _tokens(response)
-        cost = self._record(usage, model, response, prompt_tokens, completion_tokens)
+        held = 0.0 if is_base_model(model) else spend.hold(model, messages, max_tokens)
+        try:
+            if self._route(model, extra).path == "direct":
+                response = await self._direct(model, messages, params, held)
+            else:
+                response = await self._through_litellm(model, messages, params, sample, held)
+            text = response.choices[0].message.content or ""
+            prompt_tokens, completion_tokens = _tokens(response)
+            cost = self._record(usage, model, response, prompt_tokens, completion_tokens)
+        finally:
+            self._sync(model)  # the answer's tokens and cost, with its hold released
         self._cache.set(
             key,
             {"text": text, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
@@ -583,7 +494,7 @@ class LLM:
         return self._routes.get(model) or direct.route(model, self.api_base)
 
     async def _direct(self, model: str, messages: list[dict[str, Any]],
-                      params: Mapping[str, Any]) -> Any:
+                      params: Mapping[str, Any], held: float) -> Any:
         """One chat completion on the direct path (gpo_engine.direct)."""
         try:
             url, headers = direct.endpoint(self.api_base, self.api_key)
@@ -594,10 +505,10 @@ class LLM:
         session = await concurrency.session()
         send = functools.partial(direct.chat, session, url, headers, payload, model,
                                  self.timeout)
-        return await self._call(model, send, _check_choices, http=True)
+        return await self._call(model, send, _check_choices, http=True, held=held)
 
     async def _through_litellm(self, model: str, messages: list[dict[str, Any]],
-                               params: Mapping[str, Any], sample: int) -> Any:
+                               params: Mapping[str, Any], sample: int, held: float) -> Any:
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": messages,
@@ -617,7 +528,7 @@ class LLM:
         litellm = _litellm()
         return await self._call(
             model, functools.partial(litellm.acompletion, **kwargs), _check_choices,
-            http=not is_base_model(model),
+            http=not is_base_model(model), held=held,
         )
 
     def _route(self, model: str, extra: Mapping[str, Any] | None) -> direct.Route:
@@ -666,11 +577,14 @@ class LLM:
                 "num_retries": 0,
                 **self._endpoint(),
             }
-            response = await self._call(
-                model, functools.partial(litellm.aembedding, **kwargs), _check_data(len(batch))
-            )
-            prompt_tokens, _ = _tokens(response)
-            self._record(usage, model, response, prompt_tokens, 0)
+            try:
+                response = await self._call(
+                    model, functools.partial(litellm.aembedding, **kwargs),
+                    _check_data(len(batch)), held=spend.embedding_hold(model, batch))
+                prompt_tokens, _ = _tokens(response)
+                self._record(usage, model, response, prompt_tokens, 0)
+            finally:
+                self._sync(model)
             rows = sorted(response.data, key=lambda row: _field(row, "index"))
             for text, row in zip(batch, rows, strict=True):
                 vector = [float(x) for x in _field(row, "embedding")]
@@ -701,6 +615,35 @@ class LLM:
         if self.max_cost is not None and spent >= self.max_cost:
             raise SpendLimitReached(spent, self.max_cost)
 
+    def record_spend(self, journal: spend.SpendJournal) -> None:
+        """Write this job's calls to `journal` from now on; the dollar cap covers
+        its total (the earlier runs' spend and this one's)."""
+        self.journal = journal
+        # The cap reads spent_before + usage.cost: usage may hold earlier runs of
+        # a daemon job already in the journal's total.
+        self.spent_before = journal.total.cost - self.usage.cost
+
+    def stop_recording(self) -> None:
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            journal.close()
+
+    def _sync(self, model: str) -> None:
+        if self.journal is not None:
+            self.journal.sync(model)
+
+    def _sending(self, model: str, out: _Out) -> None:
+        """A request is going out: checked against the cap, then counted and journaled
+        (with what it may cost) before it leaves."""
+        self._check_spend()
+        self._count(model, out)
+
+    def _count(self, model: str, out: _Out) -> None:
+        self.usage.model(model).calls += 1
+        out.sent += 1
+        if self.journal is not None:
+            self.journal.sent(model, out.held)
+
     def _limit(self, model: str) -> AdaptiveLimit:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -730,6 +673,7 @@ class LLM:
         check: Callable[[Any], None],
         *,
         http: bool = False,
+        held: float = 0.0,
     ) -> Any:
         """Send within the model's adaptive concurrency limit, retrying retryable failures.
 
@@ -737,44 +681,56 @@ class LLM:
         flight, not calls waiting to retry; a 429 halves the limit first, so
         the retry goes out at the lower concurrency. `http`: the call goes
         through `concurrency.session()`; once a model's calls are seen to, the
-        slot is held per HTTP request instead of around the whole call."""
+        slot is held per HTTP request instead of around the whole call.
+        `held`: the most one request may cost, journaled while it is out."""
         usage = self.usage.model(model)
         limit = self._limit(model)
         attempt = 0
         while True:
+            out = _Out(held)
             slot = CallSlot(limit, at_request=http and model in self._per_request,
-                            may_send=self._check_spend)
+                            may_send=functools.partial(self._sending, model, out))
             # Calls litellm is preparing or parsing are bounded too (twice the
             # ceiling), or every queued row would become a request object at once.
             staging = self._staging(model) if slot.at_request else contextlib.nullcontext()
             async with staging:
                 try:
-                    outcome = await self._attempt(model, slot, send, check)
+                    outcome = await self._attempt(model, slot, out, send, check)
                 finally:
                     if http:
                         self._learn_transport(model, slot)
+                    # Its requests are back: their holds end with the next line
+                    # written (the caller's, with the answer's cost, or the failure's).
+                    if self.journal is not None and out.sent:
+                        self.journal.release(model, out.sent * out.held)
             if not isinstance(outcome, _Failed):
                 return outcome
             failure = outcome.failure
             if not failure.retry or attempt >= self.max_retries:
                 usage.failures += 1
+                self._sync(model)
                 raise ModelCallError(model, failure.kind, failure.message) from outcome.error
             attempt += 1
             usage.retries += 1
+            self._sync(model)  # before the pause: a kill while backing off loses nothing
             await asyncio.sleep(self._backoff(attempt, failure.wait))
 
-    async def _attempt(self, model: str, slot: CallSlot, send: Callable[[], Awaitable[Any]],
-                       check: Callable[[Any], None]) -> Any:
+    async def _attempt(self, model: str, slot: CallSlot, out: _Out,
+                       send: Callable[[], Awaitable[Any]], check: Callable[[Any], None]) -> Any:
         """One try: the checked response, or a _Failed saying what went wrong."""
         usage = self.usage.model(model)
         epoch = None if slot.at_request else await slot.limit.acquire()
         failure: Failure | None = None
         ok = False
+        began = False
         try:
             # Checked again here, when the call would go out: calls queued for
             # a slot all passed the first check back when nothing was spent.
-            self._check_spend()
-            usage.calls += 1
+            if slot.at_request:
+                self._check_spend()  # and once more at the gate, as the request leaves
+            else:
+                self._sending(model, out)  # the whole call is its request: out now
+            began = True
             with concurrency.making(slot):
                 # litellm's preparation of the request is CPU work: one stretch at
                 # a time (concurrency.Baton). Only for a model whose requests are
@@ -789,13 +745,16 @@ class LLM:
             if slot.refused is not None:
                 # Refused at the gate (the spend cap), wrapped by litellm: no
                 # request went out, so no call is counted.
-                usage.calls -= 1
                 raise slot.refused from None
             if isinstance(exc, SpendLimitReached):
                 raise  # from the check above: the job stops, nothing to retry
             failure = classify_error(exc)
             return _Failed(failure, exc)
         finally:
+            if began and not out.sent and slot.refused is None:
+                # A request the gate never saw (litellm reused a client made without
+                # our session, or failed before sending): one call, as every try is.
+                self._count(model, out)
             rate_limited = failure is not None and failure.kind == "rate_limit"
             usage.rate_limited += rate_limited
             if epoch is not None:
@@ -872,6 +831,14 @@ async def _watched(call: Awaitable[Any], slot: CallSlot, seconds: float) -> Any:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     raise asyncio.TimeoutError(f"no answer within {seconds:.0f} s")
+
+
+@dataclass
+class _Out:
+    """One try's requests: how many went out, and the most each may cost."""
+
+    held: float
+    sent: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,17 @@ from the response cache on a rerun, so nothing finished is paid for twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from gpo_engine import direction, stats, update
-from gpo_engine.errors import ModelCallError, SpendLimitReached
+from gpo_engine import direction, spend, stats, update
+from gpo_engine.errors import GpoError, ModelCallError, SpendLimitReached
 from gpo_engine.evaluate import EvalResult, gather_all
 from gpo_engine.events import (
     CandidateScored,
@@ -125,20 +127,46 @@ async def optimize_task(
     is reached; model outages that survive the llm layer's retries end the
     run with JobFailed and re-raise, with every finished step saved.
     """
+    key = _key(task)
+    journal = _journal_file(store, key)
+    if restart:
+        store.delete(key)  # discarded: the fresh record must not have to extend it
+        if journal is not None:
+            journal.unlink(missing_ok=True)  # and its spend with it
+    trajectory = None if restart else store.load(key)
+    # Spend of the earlier runs of this trajectory, to the last call (a resumed
+    # run adds to it); every call of this run is journaled as it goes.
+    saved = Usage.from_dict(trajectory.usage) if trajectory else None
+    spent = spend.SpendJournal(journal, spend.starting_usage(journal, saved), llm.usage)
+    llm.record_spend(spent)
+    try:
+        return await _optimize(task, llm, store, trajectory, spent, on_event, cancel)
+    finally:
+        llm.stop_recording()
+
+
+def _journal_file(store: TrajectoryStore, key: str) -> Path | None:
+    """The spend journal of trajectory `key`, in the store's folder; None without one."""
+    # TrajectoryStore keeps its folder on its DiskStore (None when unusable).
+    directory = getattr(store, "directory", None)
+    if directory is None:
+        disk = getattr(store, "_store", None)
+        directory = getattr(disk, "directory", None)
+    return spend.journal_path(Path(directory), key) if directory is not None else None
+
+
+async def _optimize(task: Task, llm: LLM, store: TrajectoryStore,
+                    trajectory: Trajectory | None, spent: spend.SpendJournal,
+                    on_event: EventSink, cancel: asyncio.Event | None) -> Result:
     settings = task.settings
     total = settings.steps
     key = _key(task)
-    if restart:
-        store.delete(key)  # discarded: the fresh record must not have to extend it
-    trajectory = None if restart else store.load(key)
     step = trajectory.steps_done if trajectory else 0
     stopped = ""
-    # Spend of the earlier runs of this trajectory (a resumed run adds to it).
-    earlier = Usage.from_dict(trajectory.usage) if trajectory else Usage()
-    llm.spent_before = earlier.cost
 
     def save(trajectory: Trajectory) -> None:
-        trajectory.usage = earlier.plus(llm.usage).to_dict()
+        spent.flush()
+        trajectory.usage = spent.total.to_dict()
         store.save(trajectory)
 
     try:
@@ -169,6 +197,11 @@ async def optimize_task(
             raise
         stopped = str(exc)
     except (ModelCallError, OSError) as exc:
+        if trajectory is not None:
+            # The failed step's calls belong to the job's spend too (the journal
+            # has them; the trajectory is what `gpo report` and the daemon read).
+            with contextlib.suppress(GpoError, OSError):
+                save(trajectory)
         on_event(JobFailed(str(exc), step))
         raise
     assert trajectory is not None
