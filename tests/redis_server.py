@@ -5,6 +5,9 @@
         server.stop()       # the server goes away (connections are refused) ...
         server.start()      # ... and comes back on the same port, empty (nothing is saved)
 
+    RedisServer(tmp_path, tls=True)   # TLS only (rediss://), with a self-signed certificate
+                                      # made by openssl and named in the URL as its CA
+
 The `redis_server` fixture gives one per test and stops it at the end; it skips with the
 reason when Debian's redis-server is not installed (`.ci/run` installs it).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,22 +38,33 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `start` and `stop` may be called again (same port)."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None,
+                 tls: bool = False) -> None:
         self.directory = directory
         self.password = password
+        self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.certificate}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def certificate(self) -> Path:
+        return self.directory / "cert.pem"
 
     def start(self) -> None:
         if self.process is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        command = [BINARY, "--port", str(self.port), "--bind", "127.0.0.1",
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            listen = ["--port", "0", "--tls-port", str(self.port), *self._certificates()]
+        command = [BINARY, *listen, "--bind", "127.0.0.1",
                    "--dir", str(self.directory), "--save", "", "--appendonly", "no",
                    "--daemonize", "no", "--loglevel", "warning",
                    "--logfile", str(self.directory / "redis.log")]
@@ -76,6 +91,24 @@ class RedisServer:
 
         return redis.Redis.from_url(self.url)
 
+    def _certificates(self) -> list[str]:
+        """redis-server's TLS options, with a self-signed certificate for 127.0.0.1."""
+        key = self.directory / "key.pem"
+        if not self.certificate.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", str(key), "-out", str(self.certificate), "-days", "1",
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True, timeout=60)
+        return ["--tls-cert-file", str(self.certificate), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(self.certificate), "--tls-auth-clients", "no"]
+
+    def _connect(self) -> socket.socket:
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=0.5)
+        if not self.tls:
+            return conn
+        context = ssl.create_default_context(cafile=str(self.certificate))
+        return context.wrap_socket(conn, server_hostname="127.0.0.1")
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
@@ -85,7 +118,7 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited ({self.process.returncode}): "
                                    f"{log.read_text() if log.exists() else ''}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                with self._connect() as conn:
                     conn.sendall(b"PING\r\n")
                     reply = conn.recv(64)
                     if reply.startswith((b"+PONG", b"-NOAUTH")):
@@ -106,9 +139,11 @@ class RedisServer:
         self.stop()
 
 
-def require_redis() -> None:
+def require_redis(*, tls: bool = False) -> None:
     if shutil.which(BINARY) is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    if tls and shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed, to make the TLS test's certificate")
 
 
 @pytest.fixture

@@ -259,6 +259,21 @@ def test_redis_and_rediss_urls(tmp_path: Path) -> None:
     remote.close()
 
 
+def test_a_redis_over_tls(tmp_path: Path) -> None:
+    require_redis(tls=True)
+    with RedisServer(tmp_path / "redis", password="tls-pass", tls=True) as server:
+        assert server.url.startswith("rediss://")
+        store = _responses(tmp_path / "r", server.url)
+        store.set("k", ANSWER)
+        other = _responses(tmp_path / "other", server.url)
+        assert other.get("k") == ANSWER and other.remote_hits == 1
+        plain = server.url.replace("rediss://", "redis://").split("?")[0]
+        with pytest.warns(RuntimeWarning, match="unreachable"):  # no TLS: refused
+            _responses(tmp_path / "plain", plain).close()
+        store.close()
+        other.close()
+
+
 def test_a_password_protected_redis(tmp_path: Path) -> None:
     require_redis()
     with RedisServer(tmp_path / "redis", password="s3cret-pass") as server:
