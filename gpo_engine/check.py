@@ -36,6 +36,7 @@ from gpo_engine.lockfile import (
     read_lock,
     write_lock,
 )
+from gpo_engine.offer import Score
 from gpo_engine.stats import PairedResult, paired_test
 
 FAILING = ("regression", "stale", "error")  # verdicts that fail a check (missing: unless allowed)
@@ -121,12 +122,13 @@ class CheckResult:
             now = _part(self.current, name)
             out.append({
                 "split": name,
-                "n": (now or base or (0, 0.0, 0.0, 0.0))[0],
-                "baseline": None if base is None else round(base[1], 2),
-                "now": None if now is None else round(now[1], 2),
-                "delta": None if base is None or now is None else round(now[1] - base[1], 2),
-                "low": None if now is None else round(now[2], 2),
-                "high": None if now is None else round(now[3], 2),
+                "n": now.n if now else base.n if base else 0,
+                "baseline": None if base is None else round(base.value, 2),
+                "now": None if now is None else round(now.value, 2),
+                "delta": None if base is None or now is None else round(now.value - base.value,
+                                                                        2),
+                "low": None if now is None or now.low is None else round(now.low, 2),
+                "high": None if now is None or now.high is None else round(now.high, 2),
             })
         return out
 
@@ -144,14 +146,13 @@ class CheckResult:
                 "model": known.model if known else None, "usage": dict(self.usage)}
 
 
-def _part(lock: Lock | None, name: str) -> tuple[int, float, float, float] | None:
+def _part(lock: Lock | None, name: str) -> Score | None:
     if lock is None:
         return None
     if name == "dev+test":
-        score, low, high = lock.combined()
-        return lock.dev.n + lock.test.n, score, low, high
+        return lock.combined()
     record: SplitRecord = getattr(lock, name)
-    return record.n, record.score, record.low, record.high
+    return record.score
 
 
 def update_command(prompt: Path) -> str:
@@ -227,8 +228,9 @@ async def check_task(task: Any, llm: Any, *, update: bool = False) -> CheckResul
     if update:
         write_lock(path, now)
         return CheckResult(task.path, path, "updated",
-                           (f"baseline written to {path.name}: dev {now.dev.score:.1f}% "
-                            f"(n={now.dev.n}), test {now.test.score:.1f}% (n={now.test.n})",),
+                           (f"baseline written to {path.name}: dev {now.dev.score.value:.1f}% "
+                            f"(n={now.dev.score.n}), test {now.test.score.value:.1f}% "
+                            f"(n={now.test.score.n})",),
                            baseline=baseline, current=now, scored=True, usage=usage)
     assert baseline is not None
     verdict, reasons, paired = judge(baseline, now, alpha=task.settings.check_alpha,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from gpo_engine import __version__, atomic
 from gpo_engine.errors import Problem, SourceError
-from gpo_engine.evaluate import EvalResult, confidence_interval
+from gpo_engine.evaluate import EvalResult
+from gpo_engine.offer import Score
 
 LOCK_VERSION = 1
 LOCK_SUFFIX = ".lock"
@@ -27,23 +28,25 @@ SPLITS = ("dev", "test")
 
 @dataclass(frozen=True)
 class SplitRecord:
-    """One split's result as the lock stores it."""
+    """One split's result as the lock stores it: the score with its 95% interval
+    (always known here: the lock holds every row's outcome) and those outcomes."""
 
-    n: int
-    score: float  # percent
-    low: float  # 95% interval, percent
-    high: float
+    score: Score
     outcomes: Mapping[str, float] = field(default_factory=dict)  # example uid -> 0..1
+
+    def __post_init__(self) -> None:
+        if self.score.low is None or self.score.high is None:
+            raise ValueError("a lock's score needs its interval (low and high)")
 
     @classmethod
     def of(cls, result: EvalResult) -> SplitRecord:
-        low, high = result.interval()
-        return cls(result.n, result.score, low, high,
+        return cls(Score.of(result),
                    {o.uid: o.score for o in sorted(result.outcomes, key=lambda o: o.uid)})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "score": round(self.score, 4), "low": round(self.low, 4),
-                "high": round(self.high, 4),
+        score = self.score  # low and high are never None (__post_init__)
+        return {"n": score.n, "score": round(score.value, 4), "low": round(score.low or 0.0, 4),
+                "high": round(score.high or 0.0, 4),
                 "outcomes": {uid: self.outcomes[uid] for uid in sorted(self.outcomes)}}
 
 
@@ -64,11 +67,11 @@ class Lock:
         """Dev and test outcomes together: the rows a regression is judged on."""
         return {**self.dev.outcomes, **self.test.outcomes}
 
-    def combined(self) -> tuple[float, float, float]:
-        """Score and 95% interval over dev and test together, in percent."""
-        values = list(self.outcomes().values())
-        low, high = confidence_interval(values)
-        return (100.0 * sum(values) / len(values) if values else 0.0), low, high
+    def combined(self) -> Score:
+        """Score and 95% interval over dev and test together, in percent, over the
+        rows of both splits."""
+        return replace(Score.of_outcomes(list(self.outcomes().values())),
+                       n=self.dev.score.n + self.test.score.n)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,8 +141,8 @@ def parse_lock(text: str, path: Path) -> Lock:
 
 def _split_from(raw: Any) -> SplitRecord:
     outcomes = {str(uid): float(v) for uid, v in raw["outcomes"].items()}
-    return SplitRecord(int(raw["n"]), float(raw["score"]), float(raw["low"]),
-                       float(raw["high"]), outcomes)
+    return SplitRecord(Score(float(raw["score"]), int(raw["n"]), float(raw["low"]),
+                             float(raw["high"])), outcomes)
 
 
 def prompt_of_lock(path: Path) -> Path:

@@ -26,6 +26,7 @@ from gpo_engine.check import judge, stale_reasons
 from gpo_engine.check_targets import find_targets
 from gpo_engine.errors import SourceError
 from gpo_engine.lockfile import Lock, SplitRecord, lock_path, parse_lock, prompt_hash
+from gpo_engine.offer import Score
 from gpo_server.cli import main
 
 MODEL = "openai/x"
@@ -138,8 +139,8 @@ def sample_lock(**changes: object) -> Lock:
     values: dict[str, object] = {
         "prompt_hash": "sha256:abc", "examples": "s.examples.jsonl", "examples_hash": "e1",
         "model": MODEL, "metric": {"name": "exact", "pattern": None, "judge": None},
-        "dev": SplitRecord(2, 50.0, 9.5, 90.5, {"a": 1.0, "b": 0.0}),
-        "test": SplitRecord(1, 100.0, 20.7, 100.0, {"c": 1.0}),
+        "dev": SplitRecord(Score(50.0, 2, 9.5, 90.5), {"a": 1.0, "b": 0.0}),
+        "test": SplitRecord(Score(100.0, 1, 20.7, 100.0), {"c": 1.0}),
     }
     values.update(changes)
     return Lock(**values)  # type: ignore[arg-type]
@@ -153,7 +154,17 @@ def test_lock_round_trips_through_json(tmp_path: Path) -> None:
     again = parse_lock(lock.to_json(), tmp_path / "s.prompt.lock")
     assert again == lock
     assert again.outcomes() == {"a": 1.0, "b": 0.0, "c": 1.0}
-    assert again.combined()[0] == pytest.approx(200 / 3)
+    assert again.combined().value == pytest.approx(200 / 3)
+
+
+def test_a_lock_score_keeps_its_interval() -> None:
+    # The lock file stores low and high for every split: a Score without them has no lock form.
+    with pytest.raises(ValueError, match="needs its interval"):
+        SplitRecord(Score(50.0, 2), {"a": 1.0, "b": 0.0})
+    combined = sample_lock().combined()  # 2 of 3 rows: Wilson's 95% interval is 20.8-93.9
+    assert (combined.value, combined.n) == (pytest.approx(200 / 3), 3)
+    assert (combined.low, combined.high) == (pytest.approx(20.8, abs=0.1),
+                                             pytest.approx(93.9, abs=0.1))
 
 
 def test_lock_path_and_prompt_hash_ignore_line_endings() -> None:
@@ -211,9 +222,9 @@ def test_stale_reasons() -> None:
 
 
 def outcomes_lock(values: list[float]) -> Lock:
-    return sample_lock(dev=SplitRecord(len(values), 0, 0, 0,
+    return sample_lock(dev=SplitRecord(Score(0, len(values), 0, 0),
                                        {f"u{i}": v for i, v in enumerate(values)}),
-                       test=SplitRecord(0, 0, 0, 0, {}))
+                       test=SplitRecord(Score(0, 0, 0, 0), {}))
 
 
 def test_judge_significant_drop() -> None:
