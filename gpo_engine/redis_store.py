@@ -233,6 +233,10 @@ class RedisStore:
         """Whether a call would reach the network (Redis is up, or a retry is due)."""
         return not self.down or time.monotonic() >= self._retry_at
 
+    def retry_now(self) -> None:
+        """Let the next call try the network even if the breaker says to wait."""
+        self._retry_at = 0.0
+
     def run(self, operation: Callable[[Any], T]) -> T:
         """`operation(client)`; RedisUnavailable (at once while the breaker is open)."""
         if not self.due:

@@ -15,10 +15,11 @@ Redis trouble never loses work. Down at start: one warning per process, and
 the run goes on with the disk. Lost mid-run: the same one warning; whatever is
 written meanwhile goes to disk and to an outbox beside it (`<name>.outbox`, a
 DiskStore of its own), and is pushed as soon as Redis answers again (tried
-after 2 s, then 4, 8... up to 60 s: gpo_engine.redis_store) or at the next run's
-start. A pushed trajectory replaces the shared one only when `supersedes`
-allows it (it extends what another machine stored meanwhile); otherwise the
-shared one is kept, with a warning, and this machine's steps stay on its disk.
+after 2 s, then 4, 8... up to 60 s: gpo_engine.redis_store), else when the store
+is closed at the run's end, else at the next run's start. A pushed trajectory
+replaces the shared one only when `supersedes` allows it (it extends what
+another machine stored meanwhile); otherwise the shared one is kept, with a
+warning, and this machine's steps stay on its disk.
 """
 
 from __future__ import annotations
@@ -176,6 +177,12 @@ class TieredStore:
             self._remote(lambda: self.remote.delete(key))
 
     def close(self) -> None:
+        """Close both; what is still kept for Redis gets one more try first, whatever the
+        wait before the next retry (a run's end: otherwise only its next run pushes it)."""
+        if self._pending:
+            self.remote.retry_now()
+            with contextlib.suppress(RedisUnavailable):
+                self._remote(lambda: None)
         try:
             self.disk.close()
             if self._outbox is not None:

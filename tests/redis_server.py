@@ -4,6 +4,7 @@
         server.url          # redis://127.0.0.1:<port>/0 (with the password when one is set)
         server.stop()       # the server goes away (connections are refused) ...
         server.start()      # ... and comes back on the same port, empty (nothing is saved)
+        server.stop(save=True); server.start()   # ... or with what it held
 
     RedisServer(tmp_path, tls=True)   # TLS only (rediss://), with a self-signed certificate
                                       # made by openssl and named in the URL as its CA
@@ -14,6 +15,7 @@ reason when Debian's redis-server is not installed (`.ci/run` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -74,10 +76,20 @@ class RedisServer:
                                         stderr=subprocess.DEVNULL)
         self._wait_ready()
 
-    def stop(self) -> None:
+    def stop(self, *, save: bool = False) -> None:
+        """Stop the server; `save` keeps its data for the next start (SHUTDOWN SAVE writes
+        dump.rdb in its folder, which a start reads back), like a Redis restarted for
+        maintenance. Without it the next start is empty."""
         process, self.process = self.process, None
         if process is None:
             return
+        if save:
+            import redis
+
+            with contextlib.suppress(redis.ConnectionError):  # it goes away as it answers
+                redis.Redis.from_url(self.url).shutdown(save=True)
+        else:
+            (self.directory / "dump.rdb").unlink(missing_ok=True)
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -487,7 +487,8 @@ def test_a_redis_that_stops_answering_costs_one_timeout_then_nothing(
     assert 0.3 <= first < 1.0  # the 0.3 s timeout, once (no retry inside redis-py)
     assert rest < 1.0  # 98 operations, no waiting on the network
     assert all(store.get(f"k{n}") == _answer(n) for n in range(50))
-    store.close()
+    with pytest.warns(RuntimeWarning, match="pushed 50 entries"):  # it answers again
+        store.close()
 
 
 def test_remote_unavailable_is_raised_without_network_while_the_breaker_is_open(
@@ -578,3 +579,41 @@ def test_an_outbox_that_cannot_be_made_warns_and_the_disk_keeps_the_entry(
         f"([Errno 17] File exists: '{tmp_path / 'r.outbox'}'); they stay on this disk only"]
     assert store.get("k") == ANSWER
     store.close()
+
+
+def test_what_is_kept_gets_one_more_try_when_the_store_closes(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    disk = DiskStore(tmp_path / "r", label="test store", lost=LOST)
+    remote = RedisStore(redis_server.url, namespace="responses", retry_first=600)
+    store = TieredStore(disk, remote)
+    redis_server.stop()
+    with pytest.warns(RuntimeWarning, match="was lost"):
+        store.set("k", ANSWER)
+    redis_server.start()  # back, but the next try is 10 minutes away
+    assert store.get("other") is None and _stored(redis_server) == {}
+    with pytest.warns(RuntimeWarning, match="pushed 1 entries"):
+        store.close()
+    assert _stored(redis_server) == {"gpo:v1:responses:k": ANSWER}
+
+
+def test_nothing_written_before_during_or_after_an_outage_is_lost_to_another_machine(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Redis restarted for maintenance (its data saved): a second machine with an empty
+    disk then gets every answer, from before, during and after the outage."""
+    store = _quick(tmp_path / "a", redis_server.url)
+    for n in range(0, 10):
+        store.set(f"k{n}", _answer(n))
+    redis_server.stop(save=True)
+    with pytest.warns(RuntimeWarning, match="was lost"):
+        for n in range(10, 20):
+            store.set(f"k{n}", _answer(n))
+    redis_server.start()
+    time.sleep(0.06)
+    with pytest.warns(RuntimeWarning, match="pushed 10 entries"):
+        for n in range(20, 30):
+            store.set(f"k{n}", _answer(n))
+    store.close()
+    other = _quick(tmp_path / "b", redis_server.url)
+    assert [other.get(f"k{n}") for n in range(30)] == [_answer(n) for n in range(30)]
+    assert other.remote_hits == 30
+    other.close()
