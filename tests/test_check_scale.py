@@ -137,6 +137,17 @@ def test_together_gives_the_results_of_one_prompt_at_a_time(
     assert together["results"] == alone  # usage too: each prompt's calls are its own
 
 
+@pytest.mark.parametrize(("timeouts", "most"), [((60, 60), 1), ((60, 30), 2)])
+def test_prompts_share_a_limit_when_their_call_settings_agree(
+    timeouts: tuple[int, int], most: int, workdir: Path, capsys: pytest.CaptureFixture[str],
+    model: ModelServer,
+) -> None:
+    for i, timeout in enumerate(timeouts):
+        write_task(Path(f"p{i}"), tagged(GOOD, i), "gpo.concurrency: 1", f"gpo.timeout: {timeout}")
+    assert gpo(capsys, "--update")[0] == 0
+    assert model.max_in_flight == most
+
+
 def test_one_prompts_failure_does_not_stop_the_others(
     workdir: Path, capsys: pytest.CaptureFixture[str], model: ModelServer,
 ) -> None:
@@ -245,6 +256,12 @@ def test_a_shard_says_so_in_its_summary(
     prompts(2)
     code, out, _ = gpo(capsys, "--shard", "1/1", "--allow-missing")
     assert code == 0 and "2 prompt(s) checked (shard 1/1): 2 missing" in out
+    # The report records --allow-missing, and the merge judges by it.
+    code, out, _ = gpo(capsys, "--json", "--shard", "1/1", "--allow-missing")
+    assert code == 0 and json.loads(out)["allow_missing"] is True
+    Path("s1.json").write_text(out)
+    code, merged = gpo_json(capsys, "--merge", "s1.json")
+    assert code == 0 and merged["ok"] and merged["allow_missing"] is True
 
 
 # -- merging refuses what would hide a prompt ----------------------------------------
