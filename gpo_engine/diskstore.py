@@ -2,7 +2,9 @@
 
 The response cache (llm._ResponseCache) and the trajectory store
 (trajectory.TrajectoryStore) keep their entries in diskcache (SQLite
-underneath). Two things are done here once for both:
+underneath). With a Redis URL set, gpo_engine.shared_store puts Redis behind
+them and keeps what Redis missed in an outbox that is a DiskStore too. Two
+things are done here once for all of them:
 
 Private. diskcache unpickles what it reads, so whoever can write the folder
 can run code in gpo. The folder is made 0700 (tightened if looser) and its
