@@ -270,7 +270,7 @@ def outcome_problems(outcomes: Mapping[str, Mapping[str, float]]) -> list[str]:
 def usage_problems(usage: Mapping[str, Any]) -> list[str]:
     """A usage record (llm.Usage.to_dict) that Usage.from_dict can read back: per model,
     every known field of the declared type, counts and dollars 0 or more."""
-    from gpo_engine.llm import ModelUsage  # the model layer's record, not litellm
+    from gpo_engine.usage import ModelUsage
 
     per_model = usage.get("per_model", {})
     if not isinstance(per_model, dict):

@@ -16,11 +16,11 @@ from aiohttp import web
 from gpo_engine import __version__
 from gpo_engine.errors import GpoError, ModelCallError
 from gpo_engine.evaluate import EvalResult
-from gpo_engine.llm import Usage
 from gpo_engine.offer import Score
 from gpo_engine.task import Task, open_llm, score
 from gpo_engine.template import template_error
 from gpo_engine.trajectory import trajectory_key
+from gpo_engine.usage import Usage
 from gpo_server.daemon_requests import (
     ApiError,
     checked_overrides,

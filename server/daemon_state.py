@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from gpo_engine.errors import ConfigError
-from gpo_engine.llm import Usage
 from gpo_engine.offer import Score
+from gpo_engine.usage import Usage
 from gpo_server import runtime
 from gpo_server.jobs import JobRegistry, RetryPolicy
 
