@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # editor waits for `initialize`) sets console=False and gets none.
     err = _stderr() if getattr(args, "console", True) else None
     try:
+        _shared_cache(args)
         code: int = args.run(args, err)
         return code
     except SourceError as exc:
@@ -98,3 +100,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _shared_cache(args: argparse.Namespace) -> None:
+    """`--cache-url` becomes $GPO_CACHE_URL (for this process and a daemon it starts), and a
+    bad URL or TTL is named before any work. Without either, redis is never imported."""
+    url = getattr(args, "cache_url", None)
+    if not (url or os.environ.get("GPO_CACHE_URL") or os.environ.get("GPO_CACHE_TTL")):
+        return
+    from gpo_engine.shared_store import check_environment, use_cache_url
+
+    if url:
+        use_cache_url(url)
+    check_environment()

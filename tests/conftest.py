@@ -23,6 +23,9 @@ def _private_cache(
 ) -> Path:
     cache = tmp_path_factory.mktemp("gpo-cache")
     monkeypatch.setenv("GPO_CACHE_DIR", str(cache))
+    # A developer's own shared cache must never reach the tests.
+    monkeypatch.delenv("GPO_CACHE_URL", raising=False)
+    monkeypatch.delenv("GPO_CACHE_TTL", raising=False)
     return cache
 
 

@@ -112,6 +112,22 @@ def test_bad_example_rows_are_all_reported(
         assert f"q.examples.jsonl:{line}:" in err.replace(" ", "")
 
 
+def test_a_bad_shared_cache_url_is_named_before_any_work_and_hides_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = tmp_path / "q.prompt"
+    prompt.write_text("---\nmodel: openai/x\n---\nQ: {{q}}\n")  # no examples: not reached
+    assert main(["eval", str(prompt), "--cache-url", "http://:hunter2@cache:6379/0"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not a Redis URL" in err and "redis://" in err
+    assert "hunter2" not in err and "q.examples" not in err
+    monkeypatch.setenv("GPO_CACHE_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("GPO_CACHE_TTL", "soon")
+    assert main(["eval", str(prompt)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "GPO_CACHE_TTL" in err and "q.examples" not in err
+
+
 def test_unknown_metric_and_missing_examples(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
