@@ -28,9 +28,9 @@ from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ConfigError
 from gpo_engine.examples import Example
 from gpo_engine.judge import judge_prompt
-from gpo_engine.llm import is_base_model
 from gpo_engine.meta_prompts import Exemplar
 from gpo_engine.meta_style import MetaStyle
+from gpo_engine.models import is_base_model
 from gpo_engine.optimizer import race_calls
 from gpo_engine.schedule import budget_at
 from gpo_engine.task import Task, row_data

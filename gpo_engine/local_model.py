@@ -33,7 +33,7 @@ from litellm import CustomLLM
 from litellm.llms.custom_llm import CustomLLMError
 
 from .errors import ConfigError
-from .llm import LOCAL_INSTALL_COMMAND
+from .models import LOCAL_INSTALL_COMMAND
 
 PROVIDER = "local"
 N_CTX = 2048

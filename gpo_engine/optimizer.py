@@ -34,7 +34,8 @@ from gpo_engine.events import (
     ignore,
 )
 from gpo_engine.examples import Example
-from gpo_engine.llm import LLM, Usage, is_base_model
+from gpo_engine.llm import LLM
+from gpo_engine.models import is_base_model
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.target import Target, structure, structure_change, target_of
 from gpo_engine.task import Task, score
@@ -47,6 +48,7 @@ from gpo_engine.trajectory import (
     same_prompt,
     trajectory_key,
 )
+from gpo_engine.usage import Usage
 
 EXEMPLARS = 3  # examples shown to the optimizer per step (paper: 3)
 # The overfitting guard's significance level: a proposal whose held-out test

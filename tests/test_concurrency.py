@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpo_engine import concurrency
+from gpo_engine import concurrency, sending
 from gpo_engine import llm as llm_module
 from gpo_engine.concurrency import AdaptiveLimit, Baton
 from gpo_engine.errors import ModelCallError, SpendLimitReached
@@ -302,7 +302,7 @@ async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
 @pytest.fixture
 def no_watchdog_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """The watchdog gives up at the call's own timeout, not five seconds later."""
-    monkeypatch.setattr(llm_module, "_WATCHDOG_GRACE", 0.0)
+    monkeypatch.setattr(sending, "_WATCHDOG_GRACE", 0.0)
 
 
 @pytest.mark.usefixtures("no_watchdog_grace")

@@ -23,19 +23,14 @@ import pytest
 from model_server import Fault, ModelServer, fake_embedding
 
 from gpo_engine import llm as llm_module
+from gpo_engine import models
 from gpo_engine.concurrency import MAX_RETRY_WAIT, retry_after_seconds
 from gpo_engine.errors import ConfigError, ModelCallError, SpendLimitReached
-from gpo_engine.llm import (
-    DEFAULT_LOCAL_MODEL,
-    LLM,
-    ModelUsage,
-    Usage,
-    cache_key,
-    classify_error,
-    default_cache_dir,
-    is_base_model,
-    resolve_model,
-)
+from gpo_engine.failures import classify_error
+from gpo_engine.llm import LLM
+from gpo_engine.models import DEFAULT_LOCAL_MODEL, default_cache_dir, is_base_model, resolve_model
+from gpo_engine.response_cache import NotCached, cache_key
+from gpo_engine.usage import ModelUsage, Usage
 
 MODEL = "openai/fake"
 HI = [{"role": "user", "content": "hi there"}]
@@ -78,11 +73,11 @@ async def test_offline_serves_cached_answers_and_refuses_misses(
     offline = make_llm(server, tmp_path, offline=True)
     assert (await offline.complete(MODEL, HI)).cached
     assert await offline.embed("openai/embed", ["a"]) == [fake_embedding("a")]
-    with pytest.raises(llm_module.NotCached) as info:
+    with pytest.raises(NotCached) as info:
         await offline.complete(MODEL, [{"role": "user", "content": "new"}])
     assert not isinstance(info.value, ModelCallError)  # evaluation must not score it as 0
     assert "not in the response cache" in str(info.value) and info.value.model == MODEL
-    with pytest.raises(llm_module.NotCached, match="embedding of 1 text"):
+    with pytest.raises(NotCached, match="embedding of 1 text"):
         await offline.embed("openai/embed", ["a", "b"])
     offline.close()
     assert server.requests == 1 and server.embedding_requests == 1
@@ -592,10 +587,10 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 def test_resolve_model(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_model("openai/gpt-4o") == "openai/gpt-4o"
-    monkeypatch.setattr(llm_module, "local_model_available", lambda: True)
+    monkeypatch.setattr(models, "local_model_available", lambda: True)
     assert resolve_model(None) == "local/gemma-3-270m"
     assert resolve_model("  ") == "local/gemma-3-270m"
-    monkeypatch.setattr(llm_module, "local_model_available", lambda: False)
+    monkeypatch.setattr(models, "local_model_available", lambda: False)
     with pytest.raises(ConfigError) as info:
         resolve_model(None)
     assert str(info.value) == (
