@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from gpo_engine.check import CheckResult, check_task
-from gpo_engine.llm import LLM, ModelUsage, Usage
+from gpo_engine.llm import LLM
 from gpo_engine.lockfile import lock_path
+from gpo_engine.usage import ModelUsage, Usage
 
 # The usage of the prompt whose check is running in this task (and the row tasks it starts).
 _BOOKED: ContextVar[Usage | None] = ContextVar("gpo_check_usage", default=None)
