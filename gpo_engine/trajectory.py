@@ -32,6 +32,7 @@ from typing import Any
 from gpo_engine.diskstore import DiskStore
 from gpo_engine.errors import GpoError
 from gpo_engine.offer import Score
+from gpo_engine.shared_store import TieredStore, open_store
 
 FORMAT_VERSION = 1
 
@@ -364,13 +365,26 @@ def _extends(new: Trajectory, old: Trajectory) -> bool:
             and all(asdict(a) == asdict(b) for a, b in zip(new.steps, old.steps, strict=False)))
 
 
+def _supersedes(key: str, local: Any, shared: Any) -> bool:
+    """Whether a record this machine kept while Redis was away may replace the shared one:
+    a run only when it extends it (else another machine's steps would be lost)."""
+    if not key.startswith("run:"):
+        return True  # the path index: the latest run wins
+    try:
+        return _extends(Trajectory.from_json(str(local)), Trajectory.from_json(str(shared)))
+    except ValueError:  # the shared record is unreadable: replace it
+        return True
+
+
 class TrajectoryStore:
     """diskcache-backed trajectories, plus an index from prompt path to its latest run."""
 
     def __init__(self, directory: Path) -> None:
-        self._store: DiskStore | None
+        self._store: DiskStore | TieredStore | None
         try:
-            self._store = DiskStore(directory, label="trajectory store", lost=_LOST)
+            # The disk, with Redis behind it when $GPO_CACHE_URL is set (shared_store).
+            self._store = open_store(directory, kind="trajectories", label="trajectory store",
+                                     lost=_LOST, supersedes=_supersedes)
         except (OSError, sqlite3.Error) as exc:  # read-only or full disk: run without resume
             warnings.warn(f"trajectory store unavailable at {directory}: {exc}", stacklevel=2)
             self._store = None
