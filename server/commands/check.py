@@ -104,9 +104,7 @@ def merged_report(args: argparse.Namespace) -> Report:
         raise CommandError(f"--merge checks nothing, so it takes no {', '.join(checking)}",
                            EXIT_USAGE)
     merged = merge([(path, read_report(path)) for path in args.merge])
-    if args.allow_missing and not merged.allow_missing:
-        merged = replace(merged, allow_missing=True)
-    return merged
+    return replace(merged, allow_missing=True) if args.allow_missing else merged
 
 
 def finish(report: Report, args: argparse.Namespace, err: Console) -> int:
