@@ -8,36 +8,52 @@ the file on disk, and only the server knows the buffer).
 
 Shape (version 1). `Summary` is `{"score": float 0-100, "n": int, "low":
 float | null, "high": float | null}`: a score on one split with its 95%
-interval (null bounds when the per-row outcomes are not kept)::
+interval (null bounds when the per-row outcomes are not kept); the daemon
+writes it with gpo_engine.offer.Score.to_json. Keys marked (api) are for API
+users and scripts: this module does not read them::
 
     {
-      "version": 1,
+      "version": 1,              # STATE_VERSION
       "path": str,               # absolute path of the .prompt file
+      "text": str,               # the file's template body on disk
+      "base": str,               # the text this state answers for: the `text` a client
+                                 # sent to POST /v1/prompts (an editor's buffer), else
+                                 # the file's body; absent from older daemons
+      "current": {               # the scores of `base`: measured on request, else as
+        "dev": Summary | null,   #   the trajectory recorded them
+        "test": Summary | null
+      },
+      "task_model": str,         # (api) the task model the scores are for
+      "optimizer_model": str,    # (api)
       "steps_done": int,         # t: finished optimization steps (0 before any run)
       "total_steps": int,        # T: gpo.steps of the file's settings
       "budget": int,             # B_t: words a suggestion may change now
-      "scored": [                # every prompt with a full-dev score, Trajectory.scored() order
-        {"text": str,            #   template body exactly as evaluated
+      "scored": [                # every prompt with a full-dev score, Trajectory.scored() order,
+        {"text": str,            #   then `base` when it was measured and is not among them
          "step": int,            #   step it entered the trajectory; 0 = the initial text
-         "dev": Summary,
+         "dev": Summary,         #   `base`'s measured scores replace the recorded ones
          "test": Summary | null} #   held-out score when it was measured
       ],
       "history": [float],        # dev score of the initial text, then of each step's chosen
                                  # prompt (Trajectory.history()), oldest first
-      "suggestion": null | {
+      "suggestion": null | {     # gpo_engine.offer.Offer.to_json, picked against `base`
         "text": str,             #   the suggested template body
-        "base": str,             #   the body it was picked against (the file's text)
+        "base": str,             #   the body it was picked against (== `base` above)
         "dev": Summary,
         "test": Summary | null,
-        "gain": float,           #   dev points over `base` (positive)
+        "gain": float,           #   dev points over `base` (its dev score when `base`
+                                 #   was never scored)
         "distance": int,         #   word distance from `base`; never above `budget`
-        "guard": null | Guard    #   the held-out check of it against `base`
+        "guard": Guard,          #   the held-out check of it against `base`
+        "budget": int,           #   (api) the budget it was picked under
+        "diff": str              #   (api) unified diff from `base` to `text`
       },
       "withheld": null | <as suggestion>,  # a suggestion the held-out check found
                                            # significantly worse (guard.verdict "worse")
       "rejected": {str: int},    # candidates dropped before scoring, by reason ("leak", ...)
       "usage": {"prompt_tokens": int, "completion_tokens": int, "cost": float,
-                "unknown_price": bool},   # LLM.usage.to_dict(); other keys are ignored
+                "unknown_price": bool,    # Usage.to_dict() of the job plus re-scores;
+                "calls": int, ...},       # (api) calls, cache_hits, per_model...
       "job": null | {
         "id": str,
         "status": "queued" | "running" | "finished" | "failed" | "cancelled",
@@ -45,13 +61,17 @@ interval (null bounds when the per-row outcomes are not kept)::
         "total_steps": int,
         "message": str,          #   why it failed, is retrying, or stopped; "" otherwise
         "state": str,            #   optional: the exact state ("waiting" and "failing" are
-                                 #   "running" in `status`: they retry)
-        "error_kind": str        #   optional: the failure's kind ("auth", "rate_limit"...)
+                                 #   "running" in `status`: they retry; job_states)
+        "error_kind": str,       #   optional: the failure's kind ("auth", "rate_limit"...)
+        "retry_in": float | null,  # (api) seconds to the next attempt of a retrying job
+        "spend": {...}           #   (api) the job's cost, calls, cache hits and tokens
       }
     }
 
-`Guard` is `{"verdict": "ok" | "worse" | "untested", "delta": float (test points),
-"p_value": float, "n": int, "reason": str}`; all but `verdict` may be missing.
+`Guard` is gpo_engine.offer.Verdict.to_json: `{"verdict": "ok" | "worse" |
+"untested", "delta": float (test points), "p_value": float, "n": int,
+"method": str, "wins": int, "losses": int}` for a paired test, `{"verdict":
+"untested", "reason": str}` without one.
 
 Unknown keys are ignored so the daemon can add fields without breaking an
 older language server; a missing or mistyped known key raises ValueError
@@ -137,6 +157,14 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Current:
+    """The scores of the text a state answers for (its `base`)."""
+
+    dev: Summary | None = None
+    test: Summary | None = None
+
+
+@dataclass(frozen=True)
 class PromptState:
     path: str
     steps_done: int
@@ -149,6 +177,9 @@ class PromptState:
     job: Job | None
     withheld: Suggestion | None = None
     rejected: tuple[tuple[str, int], ...] = ()  # (reason, count), most first
+    text: str = ""  # the file's body on disk ("" from a daemon that does not send it)
+    base: str = ""  # the text the state answers for (the file's body when not sent)
+    current: Current = Current()
 
     def lookup(self, body: str) -> ScoredPrompt | None:
         """The evaluated prompt that `body` is, if any (see same_prompt)."""
@@ -324,6 +355,14 @@ def _job(value: Any) -> Job | None:
     )
 
 
+def _current(value: Any) -> Current:
+    if value is None:
+        return Current()
+    data = _mapping(value, "current")
+    return Current(_optional_summary(data.get("dev"), "current.dev"),
+                   _optional_summary(data.get("test"), "current.test"))
+
+
 def parse_state(value: Any) -> PromptState:
     """Read a prompt-state object (shape in the module docstring); ValueError names the bad key."""
     data = _mapping(value, "the answer")
@@ -348,4 +387,7 @@ def parse_state(value: Any) -> PromptState:
         job=_job(data.get("job")),
         withheld=_suggestion(data.get("withheld"), "withheld"),
         rejected=_rejected(data.get("rejected")),
+        text=_text(data.get("text", ""), "text"),
+        base=_text(data.get("base", data.get("text", "")), "base"),
+        current=_current(data.get("current")),
     )

@@ -82,8 +82,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
             diff = "".join(difflib.unified_diff(
                 base.splitlines(keepends=True), offer.text.splitlines(keepends=True),
                 fromfile=f"{path} (current)", tofile=f"{path} (suggested)"))
-            shown = {**offer.to_json(), "baseline_dev": trajectory.dev_score_of(base),
-                     "budget": budget, "diff": diff}
+            shown = {**offer.to_json(), "budget": budget, "diff": diff}
             # The overfitting guard of `gpo optimize`: never offer a prompt that is
             # significantly worse on the held-out rows; say why instead.
             if offer.withheld:
@@ -101,8 +100,6 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
         "task_model": task.task_model, "optimizer_model": task.optimizer_model,
         "steps_done": steps_done, "total_steps": task.settings.steps, "budget": budget,
         "current": {"dev": _json(current_dev), "test": _json(test(base))},
-        "best": ({"text": trajectory.best()[0], "dev": round(trajectory.best()[1], 2)}
-                 if trajectory is not None else None),
         "scored": scored, "history": history, "suggestion": suggestion,
         "withheld": withheld, "rejected": trajectory.rejected() if trajectory else {},
         "usage": _usage(job, scoring), "job": _job_summary(job),

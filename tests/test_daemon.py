@@ -32,6 +32,7 @@ from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, event_object
 from gpo_server.daemon import DaemonConfig, serve
 from gpo_server.jobs import RetryPolicy
+from gpo_server.prompt_state import parse_state
 
 REVIEWS = [
     ("Loved every minute of it.", "positive", "train"),
@@ -503,6 +504,12 @@ async def test_the_state_answers_for_the_buffers_text(
                                     "dev": state["current"]["dev"],
                                     "test": state["current"]["test"]}]
         assert state["usage"]["calls"] == 8
+        # Typed, the buffer's scores are in the state itself: nothing for a client to merge.
+        typed = parse_state(state)
+        assert typed.base == state["base"] and typed.text == unmeasured["text"]
+        assert typed.current.dev is not None and typed.current.dev.score == 100.0
+        found = typed.lookup(buffer)
+        assert found is not None and found.dev == typed.current.dev
         # Measured once: asking again makes no model call.
         again = await client.prompt_state(prompt, buffer, measure=True)
         assert model.requests == 8 and again["current"] == state["current"]
@@ -514,6 +521,8 @@ async def test_the_state_answers_for_the_buffers_text(
         edited = "Be terse.\nReview: {{review}}\nSentiment:"
         for_file = await client.prompt_state(prompt)
         for_edit = await client.prompt_state(prompt, edited)
+        assert "best" not in for_file and "baseline_dev" not in for_file["suggestion"]
+        assert parse_state(for_edit).suggestion_for(edited) is not None
         assert for_file["suggestion"]["base"] == for_file["text"] == for_file["base"]
         # Picked against the buffer: its base and distance are the buffer's.
         assert for_edit["suggestion"] is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpo_server.prompt_state import Summary, normalize, parse_state, same_prompt
+from gpo_server.prompt_state import Current, Summary, normalize, parse_state, same_prompt
 from tests.lsp_samples import INITIAL, STEP1, STEP2, state_dict
 
 
@@ -55,6 +55,18 @@ def test_bad_answers_name_the_key(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match="prompt state: ") as info:
         parse_state(state_dict(**change))
     assert message in str(info.value)
+
+
+def test_the_text_the_state_answers_for_and_its_scores() -> None:
+    current = {"dev": {"score": 80.0, "n": 40, "low": 65.0, "high": 90.0}, "test": None}
+    state = parse_state(state_dict(text="On disk {{x}}", base="Buffer {{x}}", current=current))
+    assert (state.text, state.base) == ("On disk {{x}}", "Buffer {{x}}")
+    assert state.current == Current(Summary(80.0, 40, 65.0, 90.0), None)
+    # An older daemon sends no `base`: the state answers for the file's text.
+    older = parse_state(state_dict(text="On disk {{x}}"))
+    assert older.base == "On disk {{x}}" and older.current == Current()
+    with pytest.raises(ValueError, match=r"current\.dev\.score must be a number"):
+        parse_state(state_dict(current={"dev": {"score": "x", "n": 1}}))
 
 
 def test_missing_top_level_key_is_named() -> None:
