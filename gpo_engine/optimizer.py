@@ -130,16 +130,13 @@ async def optimize_task(
     run with JobFailed and re-raise, with every finished step saved.
     """
     key = _key(task)
-    journal = _journal_file(store, key)
     if restart:
         store.delete(key)  # discarded: the fresh record must not have to extend it
-        if journal is not None:
-            journal.unlink(missing_ok=True)  # and its spend with it
     trajectory = None if restart else store.load(key)
     # Spend of the earlier runs of this trajectory, to the last call (a resumed
     # run adds to it); every call of this run is journaled as it goes.
     saved = Usage.from_dict(trajectory.usage) if trajectory else None
-    spent = spend.SpendJournal(journal, spend.starting_usage(journal, saved), llm.usage)
+    spent = spend.for_job(_store_dir(store), key, saved, llm.usage, restart=restart)
     llm.record_spend(spent)
     try:
         return await _optimize(task, llm, store, trajectory, spent, on_event, cancel)
@@ -147,14 +144,11 @@ async def optimize_task(
         llm.stop_recording()
 
 
-def _journal_file(store: TrajectoryStore, key: str) -> Path | None:
-    """The spend journal of trajectory `key`, in the store's folder; None without one."""
-    # TrajectoryStore keeps its folder on its DiskStore (None when unusable).
-    directory = getattr(store, "directory", None)
-    if directory is None:
-        disk = getattr(store, "_store", None)
-        directory = getattr(disk, "directory", None)
-    return spend.journal_path(Path(directory), key) if directory is not None else None
+def _store_dir(store: TrajectoryStore) -> Path | None:
+    # Until TrajectoryStore names its folder: its DiskStore's (None when unusable).
+    directory = getattr(store, "directory", None) or getattr(
+        getattr(store, "_store", None), "directory", None)
+    return Path(directory) if directory is not None else None
 
 
 async def _optimize(task: Task, llm: LLM, store: TrajectoryStore,

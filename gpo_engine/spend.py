@@ -151,6 +151,17 @@ def starting_usage(path: Path | None, saved: Usage | None) -> Usage:
     return journaled
 
 
+def for_job(store_dir: Path | None, key: str, saved: Usage | None, live: Usage, *,
+            restart: bool = False) -> SpendJournal:
+    """The journal of trajectory `key` in the store at `store_dir` (in memory only
+    without one), carrying on from the job's spend so far (`saved`: the stored
+    trajectory's usage), or started afresh with the trajectory (`restart`)."""
+    path = journal_path(store_dir, key) if store_dir is not None else None
+    if restart and path is not None:
+        path.unlink(missing_ok=True)
+    return SpendJournal(path, starting_usage(path, None if restart else saved), live)
+
+
 class SpendJournal:
     """The spend of one job, mirrored to its journal file as calls go out and back.
 

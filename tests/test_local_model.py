@@ -31,6 +31,19 @@ GEMMA = "local/gemma-3-270m"
 # -- rendering ------------------------------------------------------------------
 
 
+def test_local_model_does_not_import_the_llm_layer_that_loads_it() -> None:
+    # llm loads local_model lazily; local_model importing llm back was a cycle.
+    import ast
+
+    tree = ast.parse(Path(local_model.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    assert "llm" not in imported and "gpo_engine.llm" not in imported
+    assert "models" in imported  # what it needs (the install command) comes from there
+
+
 def test_render_user_message_is_the_document_as_written() -> None:
     prompt = "Review: great film\nSentiment:"
     assert render_prompt([{"role": "user", "content": prompt}]) == prompt

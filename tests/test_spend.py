@@ -274,3 +274,21 @@ def test_a_hold_is_at_least_what_the_request_can_cost() -> None:
     assert spend.hold(MODEL, messages, 16) >= (prices.price(MODEL, words, 16) or 0.0) > 0
     assert spend.hold("openai/no-such-model-anywhere", messages, 16) == 0.0
     assert spend.embedding_hold(MODEL, ["a b c"]) >= 0.0
+
+
+def test_a_job_journal_carries_on_or_starts_afresh_with_its_trajectory(tmp_path: Path) -> None:
+    live = Usage()
+    journal = spend.for_job(tmp_path, "k", None, live)
+    assert journal.path == tmp_path / "spend" / "k.jsonl"
+    live.model(MODEL).calls += 3
+    journal.sent(MODEL, 0.2)  # killed with it out
+    resumed = spend.for_job(tmp_path, "k", None, Usage())
+    assert resumed.total.calls == 3 and resumed.total.cost == pytest.approx(0.2)
+    resumed.close()
+    fresh = spend.for_job(tmp_path, "k", Usage({MODEL: ModelUsage(calls=9)}), Usage(),
+                          restart=True)
+    assert fresh.total.calls == 0
+    fresh.close()
+    again = spend.read(tmp_path / "spend" / "k.jsonl")
+    assert again is not None and again.calls == 0
+    assert spend.for_job(None, "k", None, Usage()).path is None  # no store: in memory
