@@ -30,7 +30,7 @@ from gpo_engine.task import load_task, open_store
 from gpo_engine.trajectory import trajectory_key
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, event_object
-from gpo_server.daemon import DaemonConfig, serve
+from gpo_server.daemon import DaemonConfig, make_app, serve
 from gpo_server.jobs import RetryPolicy
 from gpo_server.prompt_state import parse_state
 
@@ -820,6 +820,17 @@ async def test_a_missing_daemon_and_a_broken_stream_are_plain_sentences(
         with pytest.raises(DaemonError) as gone:
             await client.job(job["id"])
         assert gone.value.status == 0 and "Errno" not in gone.value.message
+
+
+def test_the_readme_route_table_lists_every_route(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    listed = {(method, re.sub(r"\{[^}]*\}", "{}", route.split("?")[0]))
+              for method, route in re.findall(r"^\| `(GET|POST) (/v1/[^`]*)`", readme, re.M)}
+    app = make_app(DaemonConfig(runtime_dir=tmp_path))
+    served = {(r.method, re.sub(r"\{[^}]*\}", "{}", r.resource.canonical))
+              for r in app.router.routes() if r.method != "HEAD" and r.resource is not None}
+    assert ("POST", "/v1/prompts") in served and len(served) == 12
+    assert listed == served
 
 
 def test_client_module_does_not_import_the_model_layer() -> None:
