@@ -281,6 +281,25 @@ def test_find_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hidden not in find_targets([], Path(".")).prompts
 
 
+def test_partials_are_parts_of_prompts_not_prompts(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checking a partial as a prompt of its own failed on its missing example set, so
+    # `gpo check` failed in any folder with partials, and so did committing an edited one.
+    monkeypatch.chdir(tmp_path)
+    Path("_rules.prompt").write_text("Answer with one word.")
+    user = write_task(Path("."), "{{> rules}}\n" + GOOD, name="user")
+    other = write_task(Path("."), GOOD, name="other")
+    far = write_task(Path("far"), "{{> rules}}\n" + GOOD, "gpo.partials: ..", name="far")
+    broken = write_task(Path("b"), "{{> tone}}\n" + GOOD, name="broken")
+    Path("b/_tone.prompt").write_text("{{#if}} unclosed")
+    Path("b/_unused.prompt").write_text("Be brief.")
+    assert find_targets([], Path(".")).prompts == (broken, far, other, user)
+    found = find_targets([Path("_rules.prompt"), Path("b/_tone.prompt"),
+                          Path("b/_unused.prompt")], Path("."))
+    assert found.prompts == (user, far, broken)  # a partial that breaks its prompt: checked
+    assert found.notes == ("b/_unused.prompt: no .prompt file reads this partial; skipped",)
+
+
 def test_broken_prompt_still_owns_its_sibling_examples(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
