@@ -92,7 +92,6 @@ class AdaptiveLimit:
         self.ceiling = ceiling
         self.limit = ceiling
         self.in_flight = 0
-        self.lowest = ceiling  # the lowest the limit went (reported, and asserted in tests)
         self._streak = 0
         self._epoch = 0  # bumped by every halving
         self._resume_at = 0.0  # loop time before which no new call starts (Retry-After)
@@ -127,7 +126,6 @@ class AdaptiveLimit:
             self._streak = 0
             if epoch == self._epoch:
                 self.limit = max(1, self.limit // 2)
-                self.lowest = min(self.lowest, self.limit)
                 self._epoch += 1
             if retry_after:
                 now = asyncio.get_running_loop().time()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import concurrency, direct, spend
+from .concurrency import AdaptiveLimit
 from .errors import ConfigError, ModelCallError
 from .failures import BadResponse
 from .models import LOCAL_PREFIX, is_base_model, litellm_module
@@ -59,9 +60,10 @@ class LLM(Sender):
         backoff_base: float = 1.0,
         offline: bool = False,  # answer from the cache only; a miss raises NotCached
         direct_path: bool | None = None,  # None: on unless GPO_DIRECT=0
+        limits: Callable[[int], AdaptiveLimit] = AdaptiveLimit,  # a model's limit, by ceiling
     ) -> None:
         super().__init__(concurrency=concurrency, timeout=timeout, max_retries=max_retries,
-                         max_cost=max_cost, backoff_base=backoff_base)
+                         max_cost=max_cost, backoff_base=backoff_base, limits=limits)
         self.api_base = api_base
         self.api_key = api_key
         self.offline = offline

@@ -17,6 +17,7 @@ from gpo_engine.concurrency import AdaptiveLimit, Baton
 from gpo_engine.errors import ModelCallError, SpendLimitReached
 from gpo_engine.llm import LLM
 from tests.model_server import Fault, ModelServer
+from tests.watched_limits import WatchedLimits
 
 MODEL = "openai/fake"
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,12 +160,13 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_baton_passes_it_on() -> No
 
 async def test_after_the_first_call_slots_are_held_per_request_and_the_cap_holds() -> None:
     async with ModelServer(latency=0.05, max_concurrency=3) as server:
-        llm = await _gated(server, concurrency=3)
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=3, limits=limits)
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(24)))
         assert server.max_in_flight <= 3
         assert server.rejected == 0
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 0
+        limit = limits.last
+        assert limit.in_flight == 0
         usage = llm.usage.per_model[MODEL]
         assert (usage.calls, usage.failures, usage.retries) == (25, 0, 0)
 
@@ -196,12 +198,13 @@ async def test_a_transport_that_bypasses_the_gate_falls_back_to_whole_call_slots
 
 async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_baton() -> None:
     async with ModelServer(latency=5.0) as server:
-        llm = await _gated(server, concurrency=2)
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=2, limits=limits)
         call = asyncio.ensure_future(llm.complete(MODEL, _ask(0)))
         while server.in_flight == 0:
             await asyncio.sleep(0.01)
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 1  # held by the request, per request
+        limit = limits.last
+        assert limit.in_flight == 1  # held by the request, per request
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -214,12 +217,13 @@ async def test_a_cancelled_call_at_the_provider_frees_its_slot_and_the_baton() -
 
 async def test_a_429_at_the_request_halves_the_limit_and_the_retry_succeeds() -> None:
     async with ModelServer(latency=0.02, max_concurrency=2, overload_retry_after="0.05") as server:
-        llm = await _gated(server, concurrency=6, backoff_base=0.01)
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=6, backoff_base=0.01, limits=limits)
         await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(30)))
-    limit = llm.concurrency_limit(MODEL)
+    limit = limits.last
     usage = llm.usage.per_model[MODEL]
     assert server.rejected > 0 and usage.failures == 0
-    assert limit is not None and limit.lowest <= 3
+    assert limit.lowest <= 3
     assert usage.rate_limited == server.rejected
 
 
@@ -283,13 +287,14 @@ async def test_faults_at_the_provider_give_back_per_request_slots() -> None:
     # a hang (our timeout), a 500, a 429 with Retry-After and a non-JSON body
     # must each give it back, and the retries must then succeed.
     async with ModelServer() as server:
-        llm = await _gated(server, concurrency=2, timeout=1.0, backoff_base=0.01)
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=2, timeout=1.0, backoff_base=0.01, limits=limits)
         server.push(Fault(hang=True), Fault(status=500), Fault(status=429, retry_after="0.1"),
                     Fault(garbage=True))
         done = await llm.complete(MODEL, _ask(0))
         assert done.text
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 0
+        limit = limits.last
+        assert limit.in_flight == 0
         assert not concurrency.baton().held
         usage = llm.usage.per_model[MODEL]
         assert (usage.calls, usage.retries, usage.rate_limited, usage.failures) == (6, 4, 1, 0)
@@ -325,13 +330,14 @@ async def test_waiting_for_a_slot_does_not_count_against_the_timeout() -> None:
 @pytest.mark.usefixtures("no_watchdog_grace")
 async def test_a_provider_slower_than_the_timeout_still_times_out() -> None:
     async with ModelServer() as server:
-        llm = await _gated(server, concurrency=2, timeout=0.3, max_retries=0)
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=2, timeout=0.3, max_retries=0, limits=limits)
         server.push(Fault(hang=True))
         with pytest.raises(ModelCallError) as caught:
             await asyncio.wait_for(llm.complete(MODEL, _ask(0)), 10)
         assert caught.value.kind == "timeout"
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 0
+        limit = limits.last
+        assert limit.in_flight == 0
 
 
 async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
@@ -342,7 +348,8 @@ async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
     # so when its slot frees it must not go out.
     monkeypatch.setattr(llm_module, "_price", lambda response, model: 1.0)
     async with ModelServer() as server:
-        llm = await _gated(server, concurrency=2, max_cost=2.5)  # $1 spent
+        limits = WatchedLimits()
+        llm = await _gated(server, concurrency=2, max_cost=2.5, limits=limits)  # $1 spent
         # Arrival order: a fast one, a slow one, then two at 0.3 s.
         server.push(Fault(delay=0.1), Fault(delay=1.5), Fault(delay=0.3), Fault(delay=0.3))
         results = await asyncio.gather(*(llm.complete(MODEL, _ask(i)) for i in range(6)),
@@ -353,8 +360,8 @@ async def test_a_prepared_call_is_refused_at_the_gate_once_the_cap_is_reached(
         assert server.requests == 5  # the warm-up and the four answered: none refused got out
         usage = llm.usage.per_model[MODEL]
         assert usage.calls == 5 and usage.failures == 0
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 0
+        limit = limits.last
+        assert limit.in_flight == 0
 
 
 def test_the_objects_of_litellms_import_are_frozen_out_of_the_gc(tmp_path: Path) -> None:

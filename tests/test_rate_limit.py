@@ -14,6 +14,7 @@ from gpo_engine.llm import LLM
 from gpo_engine.task import load_task
 from tests.model_server import ModelServer
 from tests.scripted_models import ScriptedModels, run_task, write_capitals
+from tests.watched_limits import WatchedLimit, WatchedLimits
 
 MODEL = "openai/fake"
 
@@ -39,7 +40,7 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_429_halves_once_per_burst() -> None:
-    limit = AdaptiveLimit(8)
+    limit = WatchedLimit(8)
     epochs = [await limit.acquire() for _ in range(6)]
     assert limit.in_flight == 6
     # Six calls of one burst come back 429: one halving, not six.
@@ -90,15 +91,17 @@ async def test_retry_after_holds_new_calls_back() -> None:
 
 async def test_a_cancelled_call_gives_its_slot_back() -> None:
     async with ModelServer(latency=5.0) as server:
-        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test")
+        limits = WatchedLimits()
+        llm = LLM(cache_dir=None, concurrency=2, api_base=server.api_base, api_key="test",
+                  limits=limits)
         call = asyncio.ensure_future(llm.complete(MODEL, [{"role": "user", "content": "x"}]))
         while server.requests == 0:
             await asyncio.sleep(0.01)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        limit = llm.concurrency_limit(MODEL)
-        assert limit is not None and limit.in_flight == 0 and limit.limit == 2
+        limit = limits.last
+        assert limit.in_flight == 0 and limit.limit == 2
 
 
 # -- against the test server --------------------------------------------------------
@@ -106,8 +109,9 @@ async def test_a_cancelled_call_gives_its_slot_back() -> None:
 
 async def test_llm_settles_under_the_servers_concurrency_threshold() -> None:
     async with CountingServer(latency=0.02, max_concurrency=2) as server:
+        limits = WatchedLimits()
         llm = LLM(cache_dir=None, concurrency=8, max_retries=4, backoff_base=0.01,
-                  api_base=server.api_base, api_key="test")
+                  api_base=server.api_base, api_key="test", limits=limits)
 
         async def burst(tag: str, n: int) -> None:
             await asyncio.gather(*(llm.complete(MODEL, [{"role": "user", "content": f"{tag}{i}"}])
@@ -122,8 +126,8 @@ async def test_llm_settles_under_the_servers_concurrency_threshold() -> None:
     usage = llm.usage.per_model[MODEL]
     assert usage.failures == 0
     assert first > 0  # the threshold was hit at first...
-    limit = llm.concurrency_limit(MODEL)
-    assert limit is not None and limit.lowest <= 2 and limit.limit <= 3
+    limit = limits.last
+    assert limit.lowest <= 2 and limit.limit <= 3
     # ...and then probed at most once per GROW_AFTER successes: with a fixed
     # semaphore of 8 every round of requests would get six 429s.
     assert len(later) <= steady_requests // GROW_AFTER + 1, (len(later), steady_requests)
