@@ -468,3 +468,6 @@ def test_an_edited_partial_is_a_change_the_check_measures(
     code, out, _ = gpo(capsys, "senti.prompt")
     assert "unchanged since the baseline" not in out
     assert model.requests > calls  # measured again with the new partial
+    # Named itself (the hook passes a staged partial), the partial checks its prompt.
+    code, data = gpo_json(capsys, "_rules.prompt")
+    assert [r["prompt"] for r in data["results"]] == ["senti.prompt"]
