@@ -60,11 +60,12 @@ class ResponseCache:
         if directory is None:
             return
         try:
-            from .diskstore import DiskStore
+            from .shared_store import open_store
 
-            self._store = DiskStore(
-                directory / RESPONSES_DIR, label="response cache", valid=_cacheable,
-                lost="any other answer is asked for again when needed, once")
+            # The disk, with Redis behind it when $GPO_CACHE_URL is set (shared_store).
+            self._store = open_store(
+                directory / RESPONSES_DIR, kind="responses", label="response cache",
+                valid=_cacheable, lost="any other answer is asked for again when needed, once")
         except Exception as exc:
             self._disable(exc)
 
