@@ -67,6 +67,16 @@ def apply_title(suggestion: Suggestion, budget: int) -> str:
     )
 
 
+def offered_suggestion(state: PromptState | None, body: str) -> Suggestion | None:
+    """The suggestion to offer for a document whose template body is `body`: picked
+    against that text and within the budget. The one place the editor decides it; the
+    diagnostic, the listing, the resolved edit and `gpo/suggestion` all ask here."""
+    suggestion = state.suggestion_for(body) if state is not None else None
+    if state is None or suggestion is None or suggestion.distance > state.budget:
+        return None
+    return suggestion
+
+
 def list_actions(state: PromptState | None, body: str, uri: str,
                  only: Sequence[str] | None = None) -> list[CodeAction]:
     """The actions for a document whose template body is `body`; the apply edit is left out.
@@ -77,8 +87,8 @@ def list_actions(state: PromptState | None, body: str, uri: str,
     """
     source = asks_for_source(only)
     actions: list[CodeAction] = []
-    suggestion = state.suggestion_for(body) if state is not None else None
-    if state is not None and suggestion is not None and suggestion.distance <= state.budget:
+    suggestion = offered_suggestion(state, body)
+    if state is not None and suggestion is not None:
         actions.append(
             CodeAction(
                 title=apply_title(suggestion, state.budget),
@@ -163,13 +173,8 @@ def resolve_apply(action: CodeAction, state: PromptState | None, prompt: PromptF
     if found is None:
         return action
     uri, text = found
-    current = state.suggestion_for(prompt.body) if state is not None else None
-    if (
-        state is None
-        or current is None
-        or not same_prompt(current.text, text)
-        or current.distance > state.budget
-    ):
+    current = offered_suggestion(state, prompt.body)
+    if current is None or not same_prompt(current.text, text):
         reason = "the document or the suggestion changed; ask for code actions again"
         return _with(action, disabled=CodeActionDisabled(reason=reason))
     return _with(action, edit=suggestion_workspace_edit(uri, prompt, current.text))

@@ -1,4 +1,5 @@
-"""A prompt-state object as the daemon sends it (shape: gpo_server.prompt_state), for LSP tests."""
+"""A prompt-state object as the daemon sends it (shape: gpo_server.prompt_state), and
+pathological documents, for LSP tests."""
 
 from __future__ import annotations
 
@@ -50,3 +51,22 @@ def state_dict(**overrides: Any) -> dict[str, Any]:
     data = copy.deepcopy(_STATE)
     data.update(overrides)
     return data
+
+
+def many_variables(count: int) -> str:
+    """A prompt reading `count` variables (short names, so 50,000 fit in 490 kB, under the
+    server's size cap): tens of seconds to analyse when its example set has none of them."""
+    def name(i: int) -> str:
+        digits = "abcdefghijklmnopqrstuvwxyz"
+        out = ""
+        while True:
+            i, rest = divmod(i, 26)
+            out = digits[rest] + out
+            if not i:
+                return "v" + out
+
+    return "---\nmodel: x\n---\n" + " ".join(f"{{{{{name(i)}}}}}" for i in range(count)) + "\n"
+
+
+# A row with none of many_variables' variables: every one is then located at its tag.
+NO_VARIABLES_ROW = '{"other": "a", "expected": "b", "split": "dev"}\n'

@@ -19,6 +19,7 @@ from gpo_server.lsp_actions import (
     kind_matches,
     list_actions,
     offered_actions,
+    offered_suggestion,
     resolve_apply,
     resolves_edits,
 )
@@ -179,3 +180,17 @@ def test_resolve_passes_other_actions_through() -> None:
     assert resolve_apply(other, None, prompt) is other
     assert apply_data(CodeAction(title="y", data=None)) is None
     assert apply_data(CodeAction(title="y", data={"action": "gpo.apply", "uri": 1})) is None
+
+
+def test_the_offered_suggestion_is_picked_for_this_text_and_within_the_budget() -> None:
+    state = parse_state(state_dict())
+    offered = offered_suggestion(state, INITIAL)
+    assert offered is not None and offered == state.suggestion
+    assert offered_suggestion(state, INITIAL + " extra") is None  # picked for other text
+    assert offered_suggestion(None, INITIAL) is None
+    at_budget = state_dict()
+    at_budget["suggestion"]["distance"] = at_budget["budget"]
+    assert offered_suggestion(parse_state(at_budget), INITIAL) is not None
+    over = state_dict()
+    over["suggestion"]["distance"] = over["budget"] + 1
+    assert offered_suggestion(parse_state(over), INITIAL) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gpo_server.lsp import end_message
 from gpo_server.lsp_actions import list_actions
 from gpo_server.lsp_hover import hover_markdown
 from gpo_server.lsp_link import (
@@ -12,6 +11,7 @@ from gpo_server.lsp_link import (
     reconnect_delay,
     stale_view,
 )
+from gpo_server.lsp_progress import end_message
 from gpo_server.prompt_state import parse_state
 from tests.lsp_samples import INITIAL, state_dict
 

@@ -29,16 +29,11 @@ from gpo_engine.promptfile import parse_prompt
 from gpo_engine.update import word_distance
 from gpo_server import runtime
 from gpo_server.client import DaemonClient
-from gpo_server.lsp import (
-    current_scores,
-    end_message,
-    plain,
-    progress_report,
-    summary_of,
-    with_scores,
-)
+from gpo_server.lsp import plain
+from gpo_server.lsp_daemon import current_scores, summary_of, with_scores
+from gpo_server.lsp_progress import end_message, progress_report
 from gpo_server.prompt_state import Summary, parse_state
-from tests.lsp_samples import INITIAL, state_dict
+from tests.lsp_samples import INITIAL, NO_VARIABLES_ROW, many_variables, state_dict
 from tests.model_server import ModelServer
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_edits import apply
@@ -69,10 +64,10 @@ def stop_daemon(directory: Path) -> None:
         time.sleep(0.05)
 
 
-def server_env(base: Path, api_base: str | None, without: tuple[str, ...] = ()
-               ) -> dict[str, str]:
+def server_env(base: Path, api_base: str | None, without: tuple[str, ...] = (),
+               extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "GPO_RUNTIME_DIR": str(base / "rt"), "GPO_CACHE_DIR": str(base / "cache"),
-           "OPENAI_API_KEY": "test", "GPO_DAEMON_IDLE_TIMEOUT": "300"}
+           "OPENAI_API_KEY": "test", "GPO_DAEMON_IDLE_TIMEOUT": "300", **(extra or {})}
     env.pop("GPO_API_BASE", None)
     if api_base:
         env["GPO_API_BASE"] = api_base
@@ -85,11 +80,13 @@ def server_env(base: Path, api_base: str | None, without: tuple[str, ...] = ()
 async def session(base: Path, client_name: str, root: Path, *, api_base: str | None = None,
                   init: dict[str, Any] | None = None,
                   configuration: dict[str, Any] | None = None,
-                  without: tuple[str, ...] = ()) -> AsyncIterator[LanguageClient]:
+                  without: tuple[str, ...] = (), env: dict[str, str] | None = None
+                  ) -> AsyncIterator[LanguageClient]:
     """A client connected to `python -m gpo_server.cli lsp`, initialized for `root`;
-    `without`: environment variables the server (and the daemon it starts) does not get."""
+    `without`: environment variables the server (and the daemon it starts) does not get;
+    `env`: ones it gets besides."""
     config = ClientServerConfig(server_command=[sys.executable, "-m", "gpo_server.cli", "lsp"],
-                                server_env=server_env(base, api_base, without))
+                                server_env=server_env(base, api_base, without, env))
     client = await config.start()
     assert isinstance(client, LanguageClient)
     read_actions_exactly(client)
@@ -585,6 +582,55 @@ async def test_out_of_range_positions_and_bad_suggestion_params_get_an_answer(
         # Still serving, and a well-formed request is answered as before.
         assert await raw_request(client, "gpo/suggestion", {"textDocument": document}) is None
         assert "not yet scored" in await hover_text(client, uri, 5)
+
+
+async def test_a_pathological_document_delays_no_other_and_says_it_took_too_long(
+        short_dir: Path) -> None:
+    """5,000 variables or 1,000-deep YAML blocked every document for 2-7 s (a code action
+    request parsed the unanalysed document in the event loop). Now each document is
+    analysed in a worker process: a hover on a normal document and the diagnostics of its
+    edit are answered while a 50,000-variable one (33 s to analyse on the loaded 2-core
+    test machine) is still being analysed, and that one gets, at the limit (5 s here, by
+    GPO_LSP_TIME_LIMIT), one diagnostic saying why."""
+    ws = short_dir / "ws"
+    good = write_capitals(ws)
+    many = ws / "many.prompt"
+    many.write_text(many_variables(50_000), encoding="utf-8")
+    (ws / "many.examples.jsonl").write_text(NO_VARIABLES_ROW, encoding="utf-8")
+    deep = ws / "deep.prompt"
+    deep.write_text("---\nmodel: x\nconfig: " + "[" * 1000 + "]" * 1000 + "\n---\nHi\n",
+                    encoding="utf-8")
+    unreachable = {"daemon": {"address": str(short_dir / "nobody.sock")}}
+    async with session(short_dir, "visual-studio-code", ws, init=unreachable,
+                       env={"GPO_LSP_TIME_LIMIT": "5"}) as client:
+        uri = open_doc(client, good)
+        await wait_until(lambda: uri in client.diagnostics, "the normal prompt")
+        many_uri, deep_uri = open_doc(client, many), open_doc(client, deep)
+        # An editor asks for a document's code actions as soon as it shows it: these wait
+        # for the analysis (they were a parse in the event loop, blocking every request).
+        heavy_actions = [asyncio.ensure_future(actions_of(client, u))
+                         for u in (many_uri, deep_uri)]
+        await asyncio.sleep(0)  # sent, before the hover below
+        assert "not yet scored" in await hover_text(client, uri, 5)
+        assert not heavy_actions[0].done()  # answered while that one is analysed
+        assert many_uri not in client.diagnostics
+        change_doc(client, uri, 2, good.read_text().replace("Answer:", "{{/if}}"))
+        await wait_until(lambda: client.diagnostics.get(uri), "the edit's diagnostics")
+        assert many_uri not in client.diagnostics
+        assert "template error" in client.diagnostics[uri][0].message
+
+        found = await wait_until(lambda: client.diagnostics.get(many_uri), "the time limit")
+        assert [(d.range.start.line, d.message) for d in found] == [(0, (
+            "gpo could not analyse this document in 5 s: it is too large or too complex "
+            "(nesting, variables); simplify it to get diagnostics, scores and suggestions"))]
+        deep_found = await wait_until(lambda: client.diagnostics.get(deep_uri), "deep YAML")
+        assert len(deep_found) == 1 and deep_found[0].range.start.line in (0, 2)
+        assert [await answer for answer in heavy_actions] == [[], []]
+        # Both stay answered from what is held: nothing to hover until they are fixed.
+        for heavy in (many_uri, deep_uri):
+            assert await client.text_document_hover_async(types.HoverParams(
+                text_document=types.TextDocumentIdentifier(uri=heavy),
+                position=types.Position(line=3, character=1))) is None
 
 
 # ---------------------------------------------------------------------------
