@@ -53,6 +53,8 @@ from gpo_engine.usage import ADDITIVE, ModelUsage, Usage, apply_delta, delta
 JOURNAL_DIR = "spend"  # the journals' folder inside the trajectory store's
 CHARS_PER_TOKEN = 4  # as gpo_engine.cost estimates prompts
 MESSAGE_OVERHEAD = 4  # tokens a chat message costs beyond its text
+# A media part's tokens: above OpenAI's 1,105 for a high-detail 2048 px image.
+MEDIA_TOKENS = 1_500
 
 
 def journal_path(store_dir: Path, key: str) -> Path:
@@ -63,10 +65,21 @@ def journal_path(store_dir: Path, key: str) -> Path:
 
 def hold(model: str, messages: Sequence[Mapping[str, Any]], max_tokens: int) -> float:
     """The most a chat request may cost: its prompt (about four characters a
-    token) and a whole `max_tokens` answer; 0.0 when the model has no price."""
-    chars = sum(len(json.dumps(m.get("content", ""), ensure_ascii=False)) for m in messages)
-    prompt_tokens = math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD * len(messages)
+    token, a media part at MEDIA_TOKENS) and a whole `max_tokens` answer; 0.0
+    when the model has no price."""
+    prompt_tokens = sum(_content_tokens(m.get("content")) + MESSAGE_OVERHEAD for m in messages)
     return prices.price(model, prompt_tokens, max_tokens) or 0.0
+
+
+def _content_tokens(content: Any) -> int:
+    if isinstance(content, str):
+        return math.ceil(len(content) / CHARS_PER_TOKEN)
+    if not isinstance(content, list):
+        return 0
+    # OpenAI content parts: text by its length; an image, audio or file part by
+    # a flat figure (its data: URI's length says nothing about its tokens).
+    return sum(_content_tokens(part.get("text", "")) if part.get("type") == "text"
+               else MEDIA_TOKENS for part in content if isinstance(part, Mapping))
 
 
 def embedding_hold(model: str, texts: Sequence[str]) -> float:

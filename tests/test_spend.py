@@ -273,6 +273,11 @@ def test_a_hold_is_at_least_what_the_request_can_cost() -> None:
     words = len(messages[0]["content"].split())
     assert spend.hold(MODEL, messages, 16) >= (prices.price(MODEL, words, 16) or 0.0) > 0
     assert spend.hold("openai/no-such-model-anywhere", messages, 16) == 0.0
+    # A media part counts at a flat figure, however long its data: URI.
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 90_000}}
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Describe:"}, image]}]
+    assert spend.hold(MODEL, parts, 0) == pytest.approx(
+        prices.price(MODEL, 3 + spend.MEDIA_TOKENS + spend.MESSAGE_OVERHEAD, 0))
     assert spend.embedding_hold(MODEL, ["a b c"]) >= 0.0
 
 
