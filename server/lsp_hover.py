@@ -175,9 +175,9 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
             )
         lines.append(f"- best in trajectory: **{_score(best.dev.score)}** dev, {where}{relation}")
     if state.history:
-        first, last = state.history[0], state.history[-1]
+        oldest, newest = state.history[0], state.history[-1]
         lines.append(
-            f"- history: `{sparkline(state.history)}` {_score(first)} → {_score(last)} "
+            f"- history: `{sparkline(state.history)}` {_score(oldest)} → {_score(newest)} "
             f"({len(state.history)} scores)"
         )
     suggestion = state.suggestion_for(body)
