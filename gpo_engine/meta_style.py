@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gpo_engine.direction import ScoredPrompt
-from gpo_engine.llm import is_base_model
 from gpo_engine.meta_prompts import (
     END,
     Exemplar,
@@ -26,6 +25,7 @@ from gpo_engine.meta_prompts import (
     chat_revision_request,
     pick_exemplars,
 )
+from gpo_engine.models import is_base_model
 
 MAX_EXEMPLARS = 3  # exemplars a chat model is shown
 

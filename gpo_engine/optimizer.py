@@ -34,8 +34,10 @@ from gpo_engine.events import (
     ignore,
 )
 from gpo_engine.examples import Example
+from gpo_engine.leak_guard import LEAK_THRESHOLD
 from gpo_engine.llm import LLM
-from gpo_engine.models import is_base_model
+from gpo_engine.meta_prompts import Exemplar
+from gpo_engine.meta_style import MetaStyle
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.target import Target, structure, structure_change, target_of
 from gpo_engine.task import Task, score
@@ -236,14 +238,13 @@ async def _step(
     # 3. Generation-based update under the word budget, of the target text only
     # (gpo.target): the optimizer never sees role markers or partials to mangle.
     target = target_of(current, settings.target)
-    base = is_base_model(task.optimizer_model)
+    style = MetaStyle.for_model(task.optimizer_model)
 
     async def ask_optimizer(messages: list[dict[str, str]], sample: int) -> str:
-        # A base model writes one instruction per line and goes on past <END>.
-        stop = ["<END>", "\n"] if base else ["<END>"]
         done = await llm.complete(task.optimizer_model, messages,
                                   temperature=settings.temperature,
-                                  max_tokens=_optimizer_tokens(target.text), stop=stop,
+                                  max_tokens=_optimizer_tokens(target.text),
+                                  stop=list(style.stop),
                                   sample=step * SAMPLES_PER_STEP + sample)
         return done.text
 
@@ -251,7 +252,7 @@ async def _step(
         ask_optimizer, current=target.text,
         direction=_as_targets(chosen_direction, current, settings.target), exemplars=exemplars,
         budget=budget, n=settings.candidates, variables=_target_variables(task, target),
-        base_model=base,
+        style=style,
         train_texts=[text for e in train for text in (*e.inputs.values(), e.expected)])
     failed = [r for r in generation.rejected if r.reason == "model_error"]
     if failed and not generation.candidates and len(failed) == len(generation.rejected):
@@ -411,14 +412,14 @@ def race_leaders(scores: Sequence[float]) -> list[int]:
 
 
 def _exemplars(batch: Sequence[Example], result: EvalResult,
-               rng: random.Random) -> list[update.Exemplar]:
+               rng: random.Random) -> list[Exemplar]:
     """Up to EXEMPLARS rows from the minibatch, wrong answers first (they show where to go)."""
     by_uid = result.by_uid()
     rows = [(e, by_uid[e.uid]) for e in batch if e.uid in by_uid]
     rng.shuffle(rows)
     rows.sort(key=lambda pair: pair[1].score)
-    return [update.Exemplar(input=_show_inputs(e), expected=e.expected,
-                            output=o.output.strip(), correct=o.score >= 1.0)
+    return [Exemplar(input=_show_inputs(e), expected=e.expected,
+                     output=o.output.strip(), correct=o.score >= 1.0)
             for e, o in rows[:EXEMPLARS]]
 
 
@@ -499,7 +500,7 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
         "suggestion": ({**held_out_verdict(tested.get(initial_text),
                                            tested.get(suggestion[0]), untested),
                         "text": suggestion[0]} if suggestion else None),
-        "leak_threshold": update.LEAK_THRESHOLD,
+        "leak_threshold": LEAK_THRESHOLD,
     }
     if guard["suggestion"] is not None and guard["suggestion"]["verdict"] == "worse":
         suggestion = None  # withheld: it would likely make the file worse on unseen rows
