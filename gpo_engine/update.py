@@ -28,9 +28,9 @@ from gpo_engine.meta_style import BASE, CHAT, MetaStyle
 from gpo_engine.template import template_error, template_tags
 
 # The `as` imports are re-exports for importers that have not moved yet
-# (issue 15): gpo_engine.optimizer reads update.LEAK_THRESHOLD and
-# update.Exemplar, tests/test_guards.py update.LEAK_WINDOW_WORDS,
-# update.leak_pieces, update.find_leak and update.parse_candidate.
+# (issue 15): tests/test_guards.py reads update.LEAK_THRESHOLD,
+# update.LEAK_WINDOW_WORDS, update.leak_pieces, update.find_leak and
+# update.parse_candidate.
 
 REVISION_SAMPLE_OFFSET = 1000  # sample index of the revision of sample i: 1000 + i
 _REJECTED_TEXT_CHARS = 2000
@@ -154,7 +154,7 @@ async def generate(
     """
     if n <= 0:
         return Generation((), ())
-    # `base_model` picks the style only until gpo_engine.optimizer passes
+    # `base_model` picks the style only until tests/test_guards.py passes
     # `style` (issue 15).
     style = style or (BASE if base_model else CHAT)
     messages = style.meta_prompt(current, direction, exemplars, budget)
