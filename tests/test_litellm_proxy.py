@@ -48,7 +48,7 @@ RPM_KEY = "sk-gpo-test-rpm"  # RPM_LIMIT requests per RATE_WINDOW seconds
 POOR_KEY = "sk-gpo-test-poor"  # a budget the first answers exhaust
 RATE_WINDOW = 1  # seconds: the proxy's rate-limit window (LITELLM_RATE_LIMIT_WINDOW_SIZE)
 RPM_LIMIT = 6
-POOR_BUDGET = 0.00001  # dollars; one call costs about 0.0001 at the config's prices
+POOR_BUDGET = 0.00001  # dollars; the first answers cost about 0.0001 at the config's prices
 KEYS = {
     TEAM_KEY: {"key_alias": "team"},
     RPM_KEY: {"key_alias": "rate-limited", "rpm_limit": RPM_LIMIT},
@@ -180,6 +180,9 @@ class Run:
         return dict(json.loads(self.out))
 
 
+# The `gpo` command as installed beside this interpreter (the venv's console script).
+SCRIPT = Path(sys.executable).with_name("gpo")
+GPO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gpo_server.cli"]
 # Where gpo and litellm find an endpoint and a key: cleared, so that each test says its own.
 ENDPOINT_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GPO_API_BASE",
                       "LITELLM_PROXY_API_KEY", "LITELLM_PROXY_API_BASE")
@@ -196,7 +199,7 @@ def _gpo(proxy: Proxy, key: str, cache: Path, *argv: str, direct: bool = True,
     full = {**base, **endpoint, "GPO_CACHE_DIR": str(cache), "GPO_DIRECT": "1" if direct else "0",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     before = proxy.servers.requests()
-    done = subprocess.run([sys.executable, "-m", "gpo_server.cli", *argv, *flags],
+    done = subprocess.run([*GPO, *argv, *flags],
                           capture_output=True, text=True, env=full, timeout=300, check=False)
     after = proxy.servers.requests()
     moved = [b - a for a, b in zip(before, after, strict=True)]
@@ -233,7 +236,8 @@ def test_check_through_the_proxy_records_then_passes(proxy: Proxy, tmp_path: Pat
     variables only (GPO_API_BASE and the key)."""
     body = "Name the capital city.\nCountry: {{country}}\n"
     prompt = write_capitals(tmp_path / "p", model=MODEL, body=body)
-    first = _gpo(proxy, TEAM_KEY, tmp_path / "cache1", "check", str(prompt), "--update",
+    # The baseline is recorded by whoever holds the proxy's master key.
+    first = _gpo(proxy, MASTER_KEY, tmp_path / "cache1", "check", str(prompt), "--update",
                  "--json")
     assert first.code == 0, first.out + first.err
     assert json.loads(first.out)["results"][0]["verdict"] == "updated"
@@ -283,6 +287,16 @@ def test_a_spent_budget_fails_the_job_with_the_proxys_message(
     # Only the calls let through before the first answer was costed reached a
     # deployment, not the job's 60 or so.
     assert sum(run.per_server) < 10, run.per_server
+
+
+def test_a_key_the_proxy_does_not_know_fails_at_once(proxy: Proxy, tmp_path: Path) -> None:
+    """The proxy's 401 is an auth failure: not retried, and gpo says which variable to check."""
+    prompt = write_capitals(tmp_path / "p", model=MODEL)
+    run = _gpo(proxy, "sk-gpo-test-unknown", tmp_path / "cache", "eval", str(prompt))
+    assert run.code == 1, run.out + run.err
+    err = " ".join(run.err.split())
+    assert "HTTP 401: unknown key" in err and "check OPENAI_API_KEY" in err, err
+    assert run.per_server == [0, 0]
 
 
 @pytest.mark.parametrize("direct", [
