@@ -297,3 +297,39 @@ def test_a_job_journal_carries_on_or_starts_afresh_with_its_trajectory(tmp_path:
     again = spend.read(tmp_path / "spend" / "k.jsonl")
     assert again is not None and again.calls == 0
     assert spend.for_job(None, "k", None, Usage()).path is None  # no store: in memory
+
+
+async def test_a_failed_run_saves_its_spend_and_a_retry_on_the_same_llm_counts_it_once(
+        tmp_path: Path) -> None:
+    # As the daemon retries a job: one LLM, optimize_task again after an outage.
+    from gpo_engine.optimizer import optimize_task
+    from gpo_engine.task import load_task, open_llm, open_store
+    from tests.scripted_models import is_meta_prompt
+
+    prompt = write_capitals(tmp_path / "p", model=MODEL, steps=2)
+    task = load_task(prompt)
+    outage = True
+
+    def faults(index: int, body: dict[str, Any]) -> Fault | None:
+        return Fault(status=500) if outage and is_meta_prompt(body["messages"]) else None
+
+    async with ModelServer(answer=ScriptedModels().answer, faults=faults) as server:
+        llm = open_llm(task, cache_dir=tmp_path / "c", api_base=server.api_base)
+        llm.backoff_base, llm.max_retries = 0.01, 0
+        store = open_store(tmp_path / "c")
+        try:
+            with pytest.raises(ModelCallError):
+                await optimize_task(task, llm, store)
+            failed = store.latest_for(str(prompt.resolve()))
+            assert failed is not None and failed.steps_done == 0
+            # The failed step's calls are in the trajectory, not only the initial scoring's.
+            assert failed.usage["calls"] == server.requests
+            assert failed.usage["failures"] == 3
+            outage = False
+            await optimize_task(task, llm, store)
+            done = store.latest_for(str(prompt.resolve()))
+        finally:
+            store.close()
+            llm.close()
+    assert done is not None and done.steps_done == 2
+    assert done.usage["calls"] == server.requests  # the first run's calls once, not twice
