@@ -82,7 +82,7 @@ async def _kill_once_calling(proc: asyncio.subprocess.Process, server: ModelServ
             break
         await asyncio.sleep(0.05)
     if proc.returncode is None:
-        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        await asyncio.sleep(rng.uniform(0.0, 1.0))
     if proc.returncode is not None:
         await proc.communicate()
         return False
