@@ -112,10 +112,8 @@ class ServerThread:
 
 @dataclass
 class Proxy:
-    url: str
-    servers: ServerThread
-    log: Path
-    startup_seconds: float
+    url: str  # the proxy's address; gpo's api_base is this plus /v1
+    servers: ServerThread  # the two deployments behind it
 
 
 def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path, seconds: float) -> None:
@@ -155,15 +153,15 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         "GPO_PROXY_DEPLOYMENT_A": servers.servers[0].api_base,
         "GPO_PROXY_DEPLOYMENT_B": servers.servers[1].api_base,
     }
-    started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(LITELLM_BIN), "--config", str(PROXY_DIR / "config.yaml"),
              "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
     try:
+        # Up in about 6 s on an idle 2-core machine, 8-23 s beside other test runs.
         _wait_until_up(proc, url, log, 90)
-        yield Proxy(url, servers, log, time.monotonic() - started)
+        yield Proxy(url, servers)
     finally:
         processes.stop(proc, timeout=15)
         servers.stop()
