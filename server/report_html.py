@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpo_engine.offer import Score
-from gpo_engine.stats import held_out_words
+from gpo_engine.offer import Score, Verdict
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_engine.update import word_distance
 
@@ -58,7 +57,7 @@ class Report:
     suggestion: str | None
     suggestion_dev: float | None
     budget_now: int
-    guard: Mapping[str, Any] | None  # the held-out verdict on the suggestion (optimizer's form)
+    guard: Verdict | None  # the held-out verdict on the suggestion
     spend: tuple[tuple[str, Mapping[str, Any]], ...]  # (label, Usage.to_dict()) sections
 
 
@@ -74,7 +73,7 @@ def build_report(
     file_text: str,
     suggestion: tuple[str, float] | None,
     budget_now: int,
-    guard: Mapping[str, Any] | None = None,
+    guard: Verdict | None = None,
     path: str | None = None,
     spend: Iterable[tuple[str, Mapping[str, Any]]] = (),
 ) -> Report:
@@ -350,25 +349,23 @@ def _suggestion(report: Report) -> str:
             f'<pre class="diff" id="diff">{"".join(lines)}</pre>')
 
 
-def _guard(guard: Mapping[str, Any] | None) -> str:
+def _guard(guard: Verdict | None) -> str:
     """The overfitting guard's held-out verdict, in words."""
-    if not guard:
+    if guard is None:
         return ""
-    verdict = str(guard.get("verdict", ""))
-    if verdict == "untested":
-        said = f"not checked on test: {_e(guard.get('reason', ''))}"
+    if guard.verdict == "untested":
+        said = f"not checked on test: {_e(guard.reason)}"
     else:
-        delta, p = guard.get("delta"), guard.get("p_value")
-        p_text = "p &lt; 0.001" if p is not None and float(p) < 0.001 else f"p = {p}"
-        numbers = f" (test {float(delta):+.1f} pts, {p_text})" \
+        delta, p = guard.delta, guard.p_value
+        p_text = "p &lt; 0.001" if p is not None and p < 0.001 else f"p = {p}"
+        numbers = f" (test {delta:+.1f} pts, {p_text})" \
             if delta is not None and p is not None else ""
-        words = held_out_words(verdict, None if delta is None else float(delta),
-                               None if p is None else float(p))
+        words = guard.words()
         than = "from" if words.endswith("different") else "than"
         said = (f"{words} {than} the file's text on held-out test rows"
-                + (": gpo optimize withholds it" if verdict == "worse" else ""))
+                + (": gpo optimize withholds it" if guard.worse else ""))
         said += numbers
-    return f'<p class="guard {_e(verdict)}" id="guard">Overfitting guard: {said}.</p>'
+    return f'<p class="guard {_e(guard.verdict)}" id="guard">Overfitting guard: {said}.</p>'
 
 
 

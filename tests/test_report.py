@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from gpo_engine.evaluate import confidence_interval
-from gpo_engine.offer import Score
+from gpo_engine.offer import Score, Verdict
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_server.cli import main
 from gpo_server.report_html import build_report, render_html
@@ -91,6 +91,8 @@ def _report(t: Trajectory, **kw: Any) -> Any:
                                "completion_tokens": 12, "cost": 0.0123, "unknown_price": False,
                                "per_model": {"openai/task": {"calls": 7, "cost": 0.0123}}})]}
     args.update(kw)
+    if isinstance(args.get("guard"), dict):  # the verdict as `gpo optimize --json` writes it
+        args["guard"] = Verdict.from_json(args["guard"])
     return build_report(t, **args)
 
 

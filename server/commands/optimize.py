@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gpo_engine.events import CandidateScored, Event, JobStarted, StepFinished, StepStarted
-from gpo_engine.stats import held_out_words
+from gpo_engine.offer import Verdict
 from gpo_server.commands.common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -252,17 +252,17 @@ def _print_result(result: Any, written: bool) -> None:
     if not result.improved:
         out.print("no candidate beat the current prompt on dev; nothing to propose")
         return
-    verdict = (result.guard or {}).get("best") or {}
-    if verdict.get("verdict") == "worse":
+    best = (result.guard or {}).get("best")
+    verdict = Verdict.from_json(best) if best else Verdict("untested")
+    if verdict.worse:
         out.print(f"not proposing the best prompt: on the held-out test rows it scores "
-                  f"{verdict['delta']:+.1f} points against the current prompt "
-                  f"({_p(verdict['p_value'])}, paired {verdict['method']} test), significantly "
+                  f"{verdict.delta:+.1f} points against the current prompt "
+                  f"({_p(verdict.p_value)}, paired {verdict.method} test), significantly "
                   "worse: it overfits the dev rows", style="yellow", markup=False)
         return
-    if verdict.get("verdict") == "ok":
-        words = held_out_words("ok", verdict.get("delta"), verdict.get("p_value"))
-        out.print(f"held-out test: {verdict['delta']:+.1f} points ({_p(verdict['p_value'])}, "
-                  f"n = {verdict['n']}), {words}", markup=False, highlight=False)
+    if verdict.verdict == "ok":
+        out.print(f"held-out test: {verdict.delta:+.1f} points ({_p(verdict.p_value)}, "
+                  f"n = {verdict.n}), {verdict.words()}", markup=False, highlight=False)
     diff = difflib.unified_diff(result.initial.splitlines(keepends=True),
                                 result.best.splitlines(keepends=True),
                                 fromfile="current", tofile="proposed")

@@ -139,7 +139,7 @@ async def gather(task: Task, trajectory: Trajectory, args: argparse.Namespace) -
             trajectory, task_model=task.task_model, optimizer_model=task.optimizer_model,
             metric=task.settings.metric, budgets=budgets, dev=dev, test=test, file_text=body,
             suggestion=(suggestion.text, suggestion.dev.value) if suggestion else None,
-            guard=suggestion.verdict.to_json() if suggestion else None, path=str(task.path),
+            guard=suggestion.verdict if suggestion else None, path=str(task.path),
             budget_now=budget_now, spend=spend)
     finally:
         llm.close()
