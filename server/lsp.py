@@ -108,8 +108,8 @@ class GpoServer(LanguageServer):
             self.daemon.address_changed()
         self.settings = settings
 
-    def state_for(self, doc: OpenDocument, body: str) -> PromptState | None:
-        return self.daemon.state_for(doc.path, body)
+    def state_for(self, doc: OpenDocument) -> PromptState | None:
+        return self.daemon.state_for(doc.path)
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -253,7 +253,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = analysis.prompt
         if prompt is None:
             return None  # the diagnostics say what to fix first
-        state = ls.state_for(doc, prompt.body)
+        state = ls.state_for(doc)
         markdown = hover_markdown(state, prompt.body,
                                   messages=messages_line(prompt, analysis.sample),
                                   daemon_down=ls.daemon.link == "down",
@@ -269,7 +269,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = await ls.docs.prompt_of(doc) if doc is not None else None
         if doc is None or prompt is None:
             return []
-        return offered_actions(ls.state_for(doc, prompt.body), prompt, doc.uri,
+        return offered_actions(ls.state_for(doc), prompt, doc.uri,
                                params.context.only, resolves_edits(ls.client_capabilities))
 
     @server.feature(types.CODE_ACTION_RESOLVE)
@@ -282,7 +282,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
                 return action
             return attrs.evolve(action, disabled=types.CodeActionDisabled(
                 reason="the document is closed or has problems to fix first"))
-        return resolve_apply(action, ls.state_for(doc, prompt.body), prompt)
+        return resolve_apply(action, ls.state_for(doc), prompt)
 
     @server.feature(SUGGESTION_REQUEST)
     async def suggestion(ls: GpoServer, params: Any) -> dict[str, str] | None:
@@ -296,7 +296,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = await ls.docs.prompt_of(doc) if doc is not None else None
         if doc is None or prompt is None:
             return None
-        state = ls.state_for(doc, prompt.body)
+        state = ls.state_for(doc)
         found = offered_suggestion(state, prompt.body)
         if state is None or found is None:
             return None

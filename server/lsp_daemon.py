@@ -4,25 +4,26 @@
 workspace roots, sends each request (once more after a break of a link that
 was up), tells the user of an outage once and reconnects in the background
 (the pure rules are in lsp_link). It keeps the last prompt state per file,
-with the scores the daemon measured for texts the trajectory does not hold,
-so hover, diagnostics and code actions answer without a round trip.
+asked for the buffer's text (POST /v1/prompts with `text`): the daemon holds
+every score, measured or recorded, and merges the buffer's into the state,
+so hover, diagnostics and code actions answer without a round trip and this
+process keeps no scores of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lsprotocol import types
 
 from gpo_server import runtime
 from gpo_server.lsp_link import Link, lost_message, reconnect_delay, stale_view
 from gpo_server.lsp_settings import client_address
-from gpo_server.prompt_state import PromptState, ScoredPrompt, Summary, normalize, parse_state
+from gpo_server.prompt_state import PromptState, parse_state, same_prompt
 from gpo_server.runtime import DaemonError
 
 if TYPE_CHECKING:
@@ -45,9 +46,6 @@ class DaemonLink:
         self.roots: set[Path] = set()
         self.link: Link = "unknown"  # see lsp_link
         self.states: dict[str, PromptState] = {}  # resolved path -> last state from the daemon
-        self.current: dict[str, tuple[str, Summary, Summary | None]] = {}  # path -> daemon's
-        self.measured: dict[tuple[str, str], tuple[Summary, Summary | None]] = {}  # re-scores
-        self.file_texts: dict[str, str] = {}  # resolved path -> the file's body, per daemon
         self._client: DaemonClient | None = None
         self._client_lock: asyncio.Lock | None = None
         self._registered: set[Path] = set()
@@ -177,10 +175,14 @@ class DaemonLink:
     # -- prompt states -------------------------------------------------------------
 
     async def refresh(self, path: Path) -> None:
-        """Ask the daemon for the file's state, re-publish, and follow an active job."""
+        """Ask the daemon for the file's state, for the open buffer's text; re-publish, and
+        follow an active job."""
         name = key(path)
+        body = self.server.docs.body_of(name)
+        overrides = self.server.settings.overrides()  # the re-scores' settings: their scores
         try:
-            raw = await self.call(lambda c: c.prompt_state(name))
+            raw = await self.call(lambda c: c.prompt_state(
+                name, None if body is None else daemon_text(body), overrides=overrides))
             state = parse_state(raw)
         except DaemonError as exc:
             if exc.status == 0:
@@ -193,68 +195,26 @@ class DaemonLink:
             self.server.log(types.MessageType.Error, f"the daemon's answer for {path.name}: {exc}")
             return
         self.states[name] = state
-        if isinstance(raw.get("text"), str):
-            self.file_texts[name] = raw["text"]
-        current = current_scores(raw)
-        if current is not None:
-            self.current[name] = current
         for doc in self.server.docs.documents_of(name):
             self.server.docs.publish(doc)
         if state.job is not None and state.job.active:
             self.server.jobs.follow(state.job.id, name)
 
-    def state_for(self, path: Path | None, body: str) -> PromptState | None:
-        """The cached state of the file at `path`, with scores measured for `body` added."""
+    def state_for(self, path: Path | None) -> PromptState | None:
+        """The last state of the file at `path` (as shown while the link is down)."""
         if path is None:
             return None
-        name = key(path)
-        state = self.states.get(name)
-        if state is None:
-            return None
-        current = self.current.get(name)
-        if current is not None and normalize(current[0]) == normalize(body):
-            state = with_scores(state, body, current[1], current[2])
-        measured = self.measured.get((name, normalize(body)))
-        if measured is not None:
-            state = with_scores(state, body, *measured)
-        return stale_view(state, self.link)
+        return stale_view(self.states.get(key(path)), self.link)
 
-    def remember_scores(self, path: Path, body: str, out: Mapping[str, Any]) -> Summary | None:
-        """Keep the dev and test scores the daemon measured for `body`; the dev one."""
-        dev = summary_of(out.get("dev"))
-        if dev is not None:
-            self.measured[(key(path), normalize(body))] = (dev, summary_of(out.get("test")))
-        return dev
+    def buffer_checked(self, path: Path, body: str) -> None:
+        """The buffer of the file at `path` now reads `body`: when the state held is for
+        another text, ask for this one's (its scores, the suggestion picked against it)."""
+        state = self.states.get(key(path))
+        if state is not None and self.link == "up" and not same_prompt(state.base, body):
+            self.server.spawn(self.refresh(path))
 
 
-def summary_of(value: Any) -> Summary | None:
-    """A Summary from the daemon's score object ({score, n, low, high}), None if absent."""
-    if not isinstance(value, Mapping) or not isinstance(value.get("score"), int | float):
-        return None
-    low, high = value.get("low"), value.get("high")
-    return Summary(score=float(value["score"]), n=int(value.get("n") or 0),
-                   low=float(low) if isinstance(low, int | float) else None,
-                   high=float(high) if isinstance(high, int | float) else None)
-
-
-def current_scores(raw: Mapping[str, Any]) -> tuple[str, Summary, Summary | None] | None:
-    """The daemon's measured scores of the file's text (`text` and `current`), if any."""
-    current = raw.get("current")
-    text = raw.get("text")
-    if not isinstance(current, Mapping) or not isinstance(text, str):
-        return None
-    dev = summary_of(current.get("dev"))
-    return None if dev is None else (text, dev, summary_of(current.get("test")))
-
-
-def with_scores(state: PromptState, text: str, dev: Summary, test: Summary | None
-                ) -> PromptState:
-    """The state with `text` scored as measured: a re-score of a text outside the trajectory
-    (a fresh file, a hand edit) shows in the hover like the evaluated ones, and a re-score
-    after the example set changed replaces the trajectory's older numbers."""
-    known = state.lookup(text)
-    if known is not None:
-        fresh = replace(known, dev=dev, test=test if test is not None else known.test)
-        return replace(state, scored=tuple(fresh if item is known else item
-                                           for item in state.scored))
-    return replace(state, scored=(*state.scored, ScoredPrompt(text, state.steps_done, dev, test)))
+def daemon_text(body: str) -> str:
+    """A body as the daemon reads files (universal newlines), so the scores it keeps for
+    a re-score and for the state's `text` are kept under the same text."""
+    return body.replace("\r\n", "\n").replace("\r", "\n")

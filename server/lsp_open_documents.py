@@ -88,6 +88,13 @@ class OpenDocuments:
         """The open documents of the file whose resolved path is `name`."""
         return [d for d in self.documents.values() if d.path is not None and key(d.path) == name]
 
+    def body_of(self, name: str) -> str | None:
+        """The template body of an open buffer of the file `name`, as last analysed."""
+        for doc in self.documents_of(name):
+            if doc.analysis is not None and doc.analysis.prompt is not None:
+                return doc.analysis.prompt.body
+        return None
+
     def open_files(self) -> list[Path]:
         return [d.path for d in self.documents.values() if d.path is not None]
 
@@ -151,6 +158,8 @@ class OpenDocuments:
             return  # closed or changed meanwhile: a newer check is on its way
         doc.analysis, doc.analyzed = analysis, text
         self.publish(doc)
+        if doc.path is not None and analysis.prompt is not None:
+            self.server.daemon.buffer_checked(doc.path, analysis.prompt.body)
 
     def schedule_check(self, uri: str) -> None:
         previous = self.pending.pop(uri, None)
@@ -197,7 +206,7 @@ class OpenDocuments:
         own = grouped.pop(path, [])
         prompt = analysis.prompt
         if prompt is not None:
-            state = self.server.daemon.state_for(doc.path, prompt.body)
+            state = self.server.daemon.state_for(doc.path)
             suggestion = offered_suggestion(state, prompt.body)
             if suggestion is not None:
                 own.append(suggestion_diagnostic(text, len(prompt.frontmatter), suggestion))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from gpo_server.lsp_daemon import key, summary_of
+from gpo_server.lsp_daemon import daemon_text, key
 from gpo_server.lsp_documents import read_lossy
 from gpo_server.lsp_hover import scoring_now
 from gpo_server.lsp_link import job_token
@@ -160,7 +160,7 @@ class Jobs:
         if doc.path is None:
             return False
         name = key(doc.path)
-        return scoring_now(state, body, self.server.daemon.file_texts.get(name),
+        return scoring_now(state, body, state.text or None if state is not None else None,
                            (name, normalize(body)) in self.scoring)
 
     async def rescore(self, doc: OpenDocument, body: str) -> None:
@@ -173,13 +173,17 @@ class Jobs:
             self.progress_tasks[token] = this
         shown = await self.begin_progress(token, f"GPO: scoring {path.name}")
         outcome = "cancelled"
+        refreshed = False
         try:
             link.add_root_for(path)
-            out = await link.call(lambda c: c.evaluate(path, text=body,
+            out = await link.call(lambda c: c.evaluate(path, text=daemon_text(body),
                                                        overrides=server.settings.overrides()))
-            dev = link.remember_scores(path, body, out)
+            dev = score_of(out.get("dev"))
             if dev is not None:
-                outcome = f"dev {dev.score:.1f}"
+                outcome = f"dev {dev:.1f}"
+            # The daemon keeps the scores: the state holds them before the progress ends.
+            await link.refresh(path)
+            refreshed = True
         except DaemonError as exc:
             outcome = "failed"
             server.tell(types.MessageType.Warning, f"scoring {path.name} failed: {exc.message}")
@@ -187,7 +191,8 @@ class Jobs:
             self.progress_tasks.pop(token, None)
             if shown:
                 server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=outcome))
-        await link.refresh(path)
+        if not refreshed:
+            await link.refresh(path)
 
 
 def require_file(doc: OpenDocument) -> Path:
@@ -236,8 +241,15 @@ def end_message(event: Mapping[str, Any] | None, daemon_gone: bool = False) -> s
     state = str(event.get("state"))
     result = event.get("result") or {}
     if state == "finished" and isinstance(result, Mapping) and "best_dev" in result:
-        best = summary_of(result.get("best_dev"))
-        return f"finished, best dev {best.score:.1f}" if best else "finished"
+        best = score_of(result.get("best_dev"))
+        return f"finished, best dev {best:.1f}" if best is not None else "finished"
     if state == "failed":
         return f"failed: {event.get('error') or 'no reason given'}"
     return state
+
+
+def score_of(value: Any) -> float | None:
+    """The score of one of the daemon's score objects ({score, n, low, high}), if any."""
+    score = value.get("score") if isinstance(value, Mapping) else None
+    return float(score) if isinstance(score, int | float) and not isinstance(score, bool) \
+        else None

@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,10 +29,8 @@ from gpo_engine.update import word_distance
 from gpo_server import runtime
 from gpo_server.client import DaemonClient
 from gpo_server.lsp import plain
-from gpo_server.lsp_daemon import current_scores, summary_of, with_scores
-from gpo_server.lsp_progress import end_message, progress_report
-from gpo_server.prompt_state import Summary, parse_state
-from tests.lsp_samples import INITIAL, NO_VARIABLES_ROW, many_variables, state_dict
+from gpo_server.lsp_progress import end_message, progress_report, score_of
+from tests.lsp_samples import NO_VARIABLES_ROW, many_variables
 from tests.model_server import ModelServer
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_edits import apply
@@ -390,6 +387,14 @@ async def test_hover_says_scoring_progress_says_t_of_T_and_rescore_counts_tokens
         assert tokens_in(hover) > spent
         assert "Scoring" not in hover and "- dev: **0.0** (n=8" in hover
 
+        # The server keeps no scores: it asks for the state of the buffer's text. Back to
+        # the file's text, its suggestion is offered again; back to the edit, the scores
+        # the daemon holds for it are shown again.
+        change_doc(client, uri, 3, prompt.read_text())
+        assert "- ready: Apply GPO suggestion" in await hover_until(client, uri, "- ready: ")
+        change_doc(client, uri, 4, edited)
+        assert "- dev: **0.0** (n=8" in await hover_until(client, uri, "- dev: **0.0** (n=8")
+
 
 async def test_cancelling_the_progress_cancels_the_job(short_dir: Path) -> None:
     ws = short_dir / "ws"
@@ -703,23 +708,10 @@ def test_progress_messages_follow_the_event_stream() -> None:
         "finished, best dev 80.0"
 
 
-def test_measured_scores_join_the_state() -> None:
-    state = parse_state(state_dict())
-    dev, test = Summary(50.0, 8, 20.0, 80.0), Summary(40.0, 8)
-    fresh = "A text nobody scored: {{review}}"
-    added = with_scores(state, fresh, dev, test)
-    found = added.lookup(fresh)
-    assert found is not None and found.test == test and found.dev == dev
-    assert state.lookup(fresh) is None  # the cached state is left as it was
-    step1 = state.scored[1]
-    assert step1.test is None
-    filled = with_scores(state, step1.text, dev, test)
-    assert filled.lookup(step1.text) == replace(step1, dev=dev, test=test)
-    assert len(filled.scored) == len(state.scored)
-    kept = with_scores(state, INITIAL, dev, None)  # no new test score: the known one stays
-    assert kept.lookup(INITIAL) == replace(state.scored[0], dev=dev)
-    assert summary_of({"score": 1, "n": 2, "low": None, "high": 3}) == Summary(1.0, 2, None, 3.0)
-    assert summary_of(None) is None and summary_of({"n": 2}) is None
-    assert current_scores({"text": "x", "current": {"dev": {"score": 5, "n": 1}, "test": None}}
-                          ) == ("x", Summary(5.0, 1), None)
-    assert current_scores({"text": "x", "current": {"dev": None}}) is None
+def test_the_score_of_a_daemon_answer() -> None:
+    # The buffer's scores are merged into the state by the daemon (POST /v1/prompts with
+    # `text`, tests/test_daemon.py::test_the_state_answers_for_the_buffers_text); the
+    # server reads only a re-score's and a job's dev score, for their progress messages.
+    assert score_of({"score": 1, "n": 2, "low": None, "high": 3}) == 1.0
+    assert score_of(None) is None and score_of({"n": 2}) is None
+    assert score_of({"score": True}) is None and score_of([1]) is None
