@@ -45,8 +45,9 @@ class Sender:
         # Makes a model's limit from its ceiling (tests pass one that keeps them).
         self._new_limit = limits
         self.usage = Usage()
-        # Dollars the job spent before this process (a resumed run): one cap covers
-        # the whole job, however often it was stopped and resumed.
+        # Dollars of the job that `usage` does not hold (its earlier runs, from the
+        # spend journal): one cap covers the whole job, however often it was
+        # stopped and resumed.
         self.spent_before = 0.0
         # Where each call's usage is written as it goes out and comes back (set
         # for a job by `record_spend`); None: in memory only.
@@ -102,7 +103,6 @@ class Sender:
         if model not in self._limits:
             self._limits[model] = self._new_limit(self.concurrency)
         return self._limits[model]
-
 
     async def _call(
         self,
