@@ -109,6 +109,19 @@ def open_store(directory: Path, *, kind: str, label: str, lost: str,
     return TieredStore(disk, remote, shared_first=spec.shared_first, supersedes=supersedes)
 
 
+def warn_down(remote: RedisStore, *, starting: bool, stacklevel: int = 2) -> None:
+    """The one warning per process that the shared cache at `remote` cannot be reached; the
+    stores and the run lock (gpo_engine.redis_lock) share it, so a run says it once."""
+    if remote.shown in _warned_down:
+        return
+    _warned_down.add(remote.shown)
+    state = "is unreachable" if starting else "was lost"
+    warnings.warn(
+        f"shared cache {remote.shown} {state} ({remote.last_error}); using the local disk "
+        "cache and run locks only, and keeping what is saved meanwhile to push to Redis when "
+        "it answers again (in this run or the next)", RuntimeWarning, stacklevel=stacklevel)
+
+
 class TieredStore:
     """A DiskStore in front of a RedisStore; see the module's docstring."""
 
@@ -264,14 +277,7 @@ class TieredStore:
         return self._outbox
 
     def _warn_down(self, *, starting: bool) -> None:
-        if self.remote.shown in _warned_down:
-            return
-        _warned_down.add(self.remote.shown)
-        state = "is unreachable" if starting else "was lost"
-        warnings.warn(
-            f"shared cache {self.remote.shown} {state} ({self.remote.last_error}); using the "
-            "local disk cache only, and keeping what is saved meanwhile to push to Redis when "
-            "it answers again (in this run or the next)", RuntimeWarning, stacklevel=5)
+        warn_down(self.remote, starting=starting, stacklevel=6)
 
     def _tell_pushed(self, pushed: int, kept: int) -> None:
         if not pushed and not kept:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from gpo_engine.trajectory import StaleTrajectory, StepRecord, Trajectory, Traje
 from tests.model_server import ModelServer
 from tests.scripted_models import ScriptedModels, write_capitals
 
+# The `gpo` command as installed beside this interpreter (the venv's console script).
+SCRIPT = Path(sys.executable).with_name("gpo")
+GPO = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "gpo_server.cli"]
+
 
 def _cmd(prompt: Path, api_base: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "gpo_server.cli", "optimize", str(prompt), "--api-base",
-            api_base, "--json", *extra]
+    return [*GPO, "optimize", str(prompt), "--api-base", api_base, "--json", *extra]
 
 
 async def _run(cmd: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -96,6 +100,27 @@ def test_a_lock_held_elsewhere_is_busy_and_a_closed_one_free(tmp_path: Path) -> 
         os.close(fd)  # what the kernel does for a dead process
     with prompt_lock(tmp_path, "k", "x.prompt"):
         pass
+
+
+def test_without_a_shared_cache_the_run_lock_is_local_and_never_imports_redis(
+        tmp_path: Path) -> None:
+    code = f"""
+import asyncio, os, sys
+from pathlib import Path
+os.environ.pop("GPO_CACHE_URL", None)
+from gpo_engine.runlock import prompt_lock
+with prompt_lock(Path({str(tmp_path)!r}), "k", "x.prompt") as held:
+    assert held.fd is not None and held.shared is None and held.lost == ""
+    async def run():
+        cancel = asyncio.Event()
+        held.link(cancel)  # nothing to lose: never set
+        return cancel.is_set()
+    assert asyncio.run(run()) is False
+assert "redis" not in sys.modules, "redis imported"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "GPO_CACHE_URL": ""})
+    assert done.returncode == 0, done.stderr
 
 
 def _trajectory(steps: int, chosen: str = "B") -> Trajectory:
