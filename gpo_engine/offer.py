@@ -186,10 +186,24 @@ class Offer:
              else Verdict.from_json(guard, f"{name}.guard")))
 
 
+def normalize(text: str) -> str:
+    """Text as the prompt sees it: line endings unified, outer line breaks and spaces dropped.
+
+    An applied suggestion gets the file's final line break back (with_body), a CRLF
+    file gets CRLF bodies, and the task model never sees outer whitespace
+    (task.task_fn strips it): none of them changes what was evaluated.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def same_prompt(a: str, b: str) -> bool:
+    """Equal as prompts (see normalize)."""
+    return normalize(a) == normalize(b)
+
+
 def pick(trajectory: Trajectory, file_text: str, budget: int) -> tuple[str, float] | None:
     """Best dev-scoring prompt within `budget` words of the file's text that beats it on
     dev (any prompt when the file's text was never scored): (text, dev 0-100)."""
-    from gpo_engine.trajectory import same_prompt
     from gpo_engine.update import word_distance  # rapidfuzz: only when picking
 
     baseline = trajectory.dev_score_of(file_text)

@@ -31,7 +31,7 @@ from typing import Any
 
 from gpo_engine.diskstore import DiskStore
 from gpo_engine.errors import GpoError
-from gpo_engine.offer import Score
+from gpo_engine.offer import Score, same_prompt
 from gpo_engine.shared_store import TieredStore, open_store
 
 FORMAT_VERSION = 1
@@ -159,15 +159,6 @@ class Trajectory:
             for s in data.pop("steps")
         ]
         return cls(steps=steps, **data)
-
-
-def same_prompt(a: str, b: str) -> bool:
-    """Equal as prompts: the file's final newline and outer whitespace do not count.
-
-    An applied suggestion gets the file's final newline back (with_body), and
-    the task model never sees outer whitespace (task.task_fn strips it).
-    """
-    return a.strip() == b.strip()
 
 
 def trajectory_key(fingerprint: dict[str, Any]) -> str:

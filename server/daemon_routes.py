@@ -197,13 +197,11 @@ async def prompt_text_route(request: web.Request) -> web.Response:
     raw_path = field_of(data, "path", str)
     overrides = checked_overrides(data)
     measure = field_of(data, "measure", bool, required=False, default=False)
-    given = field_of(data, "text", str, required=False)
+    text = field_of(data, "text", str, required=False)
     path = checked_path(state, raw_path)
     job = state.registry.latest_for(str(path))
     # A job's own settings decide the file's scores; without one, the client's.
     task = await load_checked(state, path, job.overrides if job else overrides)
-    # The daemon reads files with universal newlines; a CRLF buffer is the same prompt.
-    text = given.replace("\r\n", "\n").replace("\r", "\n") if given is not None else None
     if measure:
         base = task.prompt.body if text is None else text
         scope = scoring_scope(task)

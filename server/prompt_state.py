@@ -84,6 +84,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpo_engine.offer import normalize, same_prompt
 from gpo_server.job_states import STATUSES, is_active, is_retrying
 
 STATE_VERSION = 1
@@ -206,19 +207,6 @@ class PromptState:
         if s is None or not same_prompt(s.base, body) or same_prompt(s.text, body):
             return None
         return s
-
-
-def normalize(text: str) -> str:
-    """Text as the prompt sees it: line endings unified, outer line breaks and spaces dropped.
-
-    Applying a suggestion appends the file's final line break (with_body),
-    and a CRLF file gets CRLF bodies; neither changes what was evaluated.
-    """
-    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
-
-
-def same_prompt(a: str, b: str) -> bool:
-    return normalize(a) == normalize(b)
 
 
 # ---------------------------------------------------------------------------

@@ -492,7 +492,7 @@ async def test_the_state_answers_for_the_buffers_text(
     async with daemon(config_for(rt_dir, model), roots=(tmp_path / "ws",)) as (client, _):
         unmeasured = await client.prompt_state(prompt, buffer)
         assert model.requests == 0
-        assert unmeasured["base"] == buffer.replace("\r\n", "\n")
+        assert unmeasured["base"] == buffer
         assert unmeasured["text"] == load_task(prompt).prompt.body  # the file, as before
         assert unmeasured["current"] == {"dev": None, "test": None}
         assert unmeasured["scored"] == []

@@ -19,6 +19,7 @@ from gpo_engine.offer import (
     held_out,
     offer_for,
     pick,
+    same_prompt,
 )
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 
@@ -195,6 +196,20 @@ def test_dev_score_has_the_interval_of_the_recorded_outcomes() -> None:
     assert t.dev_score(far) == Score(90.0, 5)
     assert t.dev_score("never scored") is None
     assert [text for text, _, _ in t.dev_scores()] == [text for text, _, _ in t.scored()]
+
+
+def test_a_crlf_copy_of_the_file_is_the_same_prompt() -> None:
+    """An editor buffer of a CRLF file: its scores and its baseline are the file's."""
+    lf = "Say hi.\nAnswer:"
+    assert same_prompt(lf + "\n", "Say hi.\r\nAnswer:\r\n") and same_prompt(lf, "Say hi.\rAnswer:")
+    assert not same_prompt(lf, "Say hi. Answer:")
+    t = Trajectory("k", "/w/p.prompt", 2, lf, 50.0, 4)
+    t.steps.append(StepRecord(0, 10, lf, 50.0, (
+        CandidateRecord("Say hello.\nAnswer:", 1, "scored", 40.0, 4),), lf, 50.0))
+    crlf = "Say hi.\r\nAnswer:\r\n"
+    assert t.dev_score(crlf) == Score(50.0, 4)
+    # The worse candidate is no suggestion for the file's own text, whatever its line ends.
+    assert offer_for(t, crlf, budget=5) is None
 
 
 def test_the_offer_module_stays_light() -> None:
