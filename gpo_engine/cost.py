@@ -31,7 +31,7 @@ from gpo_engine.judge import judge_prompt
 from gpo_engine.meta_prompts import Exemplar
 from gpo_engine.meta_style import MetaStyle
 from gpo_engine.models import is_base_model
-from gpo_engine.optimizer import race_calls
+from gpo_engine.racing import race_calls
 from gpo_engine.schedule import budget_at
 from gpo_engine.task import Task, row_data
 

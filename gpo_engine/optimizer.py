@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 
 from gpo_engine import direction, spend, stats, update
 from gpo_engine.errors import GpoError, ModelCallError, SpendLimitReached
-from gpo_engine.evaluate import EvalResult, gather_all
+from gpo_engine.evaluate import EvalResult
 from gpo_engine.events import (
     CandidateScored,
     EventSink,
@@ -38,6 +37,7 @@ from gpo_engine.leak_guard import LEAK_THRESHOLD
 from gpo_engine.llm import LLM
 from gpo_engine.meta_prompts import Exemplar
 from gpo_engine.meta_style import MetaStyle
+from gpo_engine.racing import score_candidates
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.target import Target, structure, structure_change, target_of
 from gpo_engine.task import Task, score
@@ -264,7 +264,7 @@ async def _step(
 
     # 4. Score candidates on dev, racing on a slice first when asked to.
     texts = [c.text for c in generation.candidates]
-    results, raced_out = await _score_candidates(task, llm, texts)
+    results, raced_out = await score_candidates(task, llm, texts)
     records: list[CandidateRecord] = []
     for i, cand in enumerate(generation.candidates):
         res = results[i]
@@ -338,77 +338,6 @@ def _in_place(generation: update.Generation, target: Target,
             kept.append(dataclasses.replace(
                 candidate, text=body, distance=update.word_distance(current, body)))
     return update.Generation(tuple(kept), generation.rejected + tuple(lost))
-
-
-async def _score_candidates(
-    task: Task, llm: LLM, texts: Sequence[str]
-) -> tuple[list[EvalResult], set[int]]:
-    """Dev results per candidate, and the indexes that were raced out before full dev.
-
-    Racing is successive halving: every candidate is scored on the first
-    `race_size` dev rows; the top half (ties included) goes on to as many rows
-    again, and so on, each round doubling the rows seen, until the survivors
-    have seen every dev row. A candidate stops only when it is behind the half
-    that did better on every row it was scored on, so a clear loser costs a
-    slice and a close call is settled on more rows.
-    """
-    dev = sorted(task.examples.dev, key=lambda e: e.uid)
-    settings = task.settings
-    if not texts:
-        return [], set()
-    if not settings.racing or len(dev) <= settings.race_size or len(texts) <= 2:
-        full = await gather_all(score(task, llm, t, dev) for t in texts)
-        return list(full), set()
-    results = [EvalResult(()) for _ in texts]
-    alive = list(range(len(texts)))
-    seen = 0
-    while seen < len(dev):
-        upto = race_round_end(seen, len(alive), len(dev), settings.race_size)
-        rows = dev[seen:upto]
-        more = await gather_all(score(task, llm, texts[i], rows) for i in alive)
-        for i, extra in zip(alive, more, strict=True):
-            results[i] = results[i].merged(extra)
-        seen = upto
-        if seen < len(dev):
-            alive = [alive[j] for j in race_leaders([results[i].score for i in alive])]
-    return results, set(range(len(texts))) - set(alive)
-
-
-def race_round_end(seen: int, alive: int, dev: int, race_size: int) -> int:
-    """Dev rows the survivors have seen after the next round of the race.
-
-    The first round is the slice; each later one doubles the rows seen; with two
-    candidates or fewer left there is nothing to halve and the rest of dev decides.
-    """
-    if alive <= 2:
-        return dev
-    return min(dev, max(race_size, 2 * seen))
-
-
-def race_calls(candidates: int, dev: int, race_size: int) -> int:
-    """Candidate scoring calls of one step's race when no ties fall at a cut (the minimum)."""
-    if candidates <= 2 or dev <= race_size:
-        return candidates * dev
-    calls, seen, alive = 0, 0, candidates
-    while seen < dev:
-        upto = race_round_end(seen, alive, dev, race_size)
-        calls += alive * (upto - seen)
-        seen = upto
-        alive = math.ceil(alive / 2)
-    return calls
-
-
-def race_leaders(scores: Sequence[float]) -> list[int]:
-    """Indexes that go on to the next round: the top half (rounded up), in their order.
-
-    A tie at the cut goes to the earlier sample. Letting every tied candidate
-    through looked fairer but undid the race: on a slice of a few rows ties are
-    the rule (seven candidates at 0% kept all eight running to full dev), and a
-    candidate cut on a tie was no better than the ones kept on the same rows.
-    """
-    keep = math.ceil(len(scores) / 2)
-    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return sorted(ranked[:keep])
 
 
 def _exemplars(batch: Sequence[Example], result: EvalResult,

@@ -11,12 +11,8 @@ import pytest
 
 from gpo_engine.errors import ModelCallError
 from gpo_engine.events import Event, JobFailed, JobFinished, JobStarted, StepFinished
-from gpo_engine.optimizer import (
-    Result,
-    pick_suggestion,
-    race_calls,
-    race_leaders,
-)
+from gpo_engine.optimizer import Result, pick_suggestion
+from gpo_engine.racing import race_calls, race_leaders
 from gpo_engine.task import load_task, open_store
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from tests.model_server import Fault, ModelServer
@@ -218,7 +214,7 @@ async def test_a_failed_candidate_scoring_cancels_the_other_candidates(
     # overlap the job's retry and pay twice for the same rows).
     from types import SimpleNamespace
 
-    from gpo_engine import optimizer
+    from gpo_engine import racing
 
     release = asyncio.Event()  # never set: the sibling scoring waits until cancelled
     cancelled: list[str] = []
@@ -232,11 +228,11 @@ async def test_a_failed_candidate_scoring_cancels_the_other_candidates(
             cancelled.append(text)
             raise
 
-    monkeypatch.setattr(optimizer, "score", fake_score)
+    monkeypatch.setattr(racing, "score", fake_score)
     task = SimpleNamespace(examples=SimpleNamespace(dev=[]),
                            settings=SimpleNamespace(racing=False, race_size=4))
     with pytest.raises(ModelCallError):
-        await optimizer._score_candidates(task, None, ["slow", "bad"])  # type: ignore[arg-type]
+        await racing.score_candidates(task, None, ["slow", "bad"])  # type: ignore[arg-type]
     assert cancelled == ["slow"]
 
 
