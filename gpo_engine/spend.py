@@ -22,11 +22,12 @@ spent. The in-flight calls of a kill are therefore counted at their most, and
 no kill lets a capped job past its cap.
 
 One unbuffered append per line (no fsync: the kernel keeps what a killed
-process wrote; a power cut may lose the last lines), about 170 bytes and
-10 us per line, two lines per call (measured on this 2-core machine, 20,000
-calls; the HTTP call it records takes milliseconds). Reading it back sums the
-lines (40,000 lines: 0.4 s); the journal is then rewritten (atomically) as one
-line per model, so it grows by one run's calls at most.
+process wrote; a power cut may lose the last lines): about 90 bytes a line,
+two lines a call, 20-50 us a call in all on this shared 2-core machine (20,000
+calls; the write itself is ~4 us a line, the rest is finding what changed),
+against milliseconds for the HTTP call it records. Reading it back sums the
+lines (40,000 lines: 0.4-0.7 s); the journal is then rewritten (atomically)
+as one line per model, so it grows by one run's calls at most.
 
 In a kill storm (tests/test_spend.py: 11 SIGKILLs of a capped `gpo optimize`)
 the journal recorded all 219 requests the provider received, where the
