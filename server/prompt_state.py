@@ -84,7 +84,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpo_engine.offer import normalize, same_prompt
+from gpo_engine.offer import Verdict, normalize, same_prompt
 from gpo_server.job_states import STATUSES, is_active, is_retrying
 
 STATE_VERSION = 1
@@ -107,15 +107,9 @@ class ScoredPrompt:
     test: Summary | None = None
 
 
-@dataclass(frozen=True)
-class Guard:
-    """The overfitting guard's held-out verdict on a suggestion."""
-
-    verdict: str  # "ok" | "worse" | "untested"
-    delta: float | None = None  # test points against the file's text
-    p_value: float | None = None
-    n: int | None = None
-    reason: str = ""
+# The overfitting guard's held-out verdict on a suggestion: the engine's type, read with
+# its own from_json.
+Guard = Verdict
 
 
 @dataclass(frozen=True)
@@ -288,19 +282,10 @@ def _suggestion(value: Any, name: str = "suggestion") -> Suggestion | None:
 def _guard(value: Any, name: str) -> Guard | None:
     if value is None:
         return None
-    data = _mapping(value, name)
-    verdict = _text(_get(data, "verdict", f"{name}."), f"{name}.verdict")
-    if verdict not in ("ok", "worse", "untested"):
-        raise ValueError(f"prompt state: {name}.verdict must be ok, worse or untested, "
-                         f"got {verdict!r}")
-    return Guard(
-        verdict=verdict,
-        delta=_number(data["delta"], f"{name}.delta") if data.get("delta") is not None else None,
-        p_value=(_number(data["p_value"], f"{name}.p_value")
-                 if data.get("p_value") is not None else None),
-        n=_int(data["n"], f"{name}.n") if data.get("n") is not None else None,
-        reason=_text(data.get("reason", ""), f"{name}.reason"),
-    )
+    try:
+        return Verdict.from_json(value, name)
+    except ValueError as exc:
+        raise ValueError(f"prompt state: {exc}") from None
 
 
 def _rejected(value: Any) -> tuple[tuple[str, int], ...]:

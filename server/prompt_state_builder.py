@@ -14,10 +14,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gpo_engine.offer import NOT_COMPARED, Score, Verdict, offer_for
+from gpo_engine.offer import NOT_COMPARED, Score, Verdict, offer_for, same_prompt
 from gpo_engine.optimizer import current_budget
 from gpo_engine.task import Task
-from gpo_engine.trajectory import Trajectory, same_prompt
+from gpo_engine.trajectory import Trajectory
 from gpo_engine.usage import Usage
 from gpo_server.job_states import is_retrying, status_of
 from gpo_server.jobs import Job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpo_engine.offer import Verdict
 from gpo_server.prompt_state import Current, Summary, normalize, parse_state, same_prompt
 from tests.lsp_samples import INITIAL, STEP1, STEP2, state_dict
 
@@ -67,6 +68,14 @@ def test_the_text_the_state_answers_for_and_its_scores() -> None:
     assert older.base == "On disk {{x}}" and older.current == Current()
     with pytest.raises(ValueError, match=r"current\.dev\.score must be a number"):
         parse_state(state_dict(current={"dev": {"score": "x", "n": 1}}))
+
+
+def test_the_guard_is_the_engines_verdict() -> None:
+    guard = Verdict("worse", -20.0, 0.0123, 40, "mcnemar", 2, 10)
+    data = state_dict()
+    data["suggestion"]["guard"] = guard.to_json()
+    state = parse_state(data)
+    assert state.suggestion is not None and state.suggestion.guard == guard
 
 
 def test_missing_top_level_key_is_named() -> None:
