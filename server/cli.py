@@ -98,10 +98,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _shared_cache(args: argparse.Namespace) -> None:
     """`--cache-url` becomes $GPO_CACHE_URL (for this process and a daemon it starts), and a
     bad URL or TTL is named before any work. Without either, redis is never imported."""
@@ -113,3 +109,7 @@ def _shared_cache(args: argparse.Namespace) -> None:
     if url:
         use_cache_url(url)
     check_environment()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
