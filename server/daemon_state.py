@@ -81,9 +81,10 @@ class DaemonState:
     last_activity: float = field(default_factory=time.monotonic)
     busy: int = 0  # requests and event streams being served
     preload: Any = None  # the background import of the model layer
-    # Scores measured by /evaluate, by (scoring_scope, text, split): shown in the prompt state.
+    # Scores measured by /evaluate and POST /v1/prompts (measure), by (scoring_scope, text,
+    # split): shown in the prompt state, and never measured twice by a `measure`.
     evaluations: dict[tuple[str, str, str], Score] = field(default_factory=dict)
-    # What /evaluate spent per prompt file (resolved path): part of the file's usage.
+    # What measuring spent per prompt file (resolved path): part of the file's usage.
     scoring_usage: dict[str, Usage] = field(default_factory=dict)
 
     def count_scoring(self, path: str, usage: Usage) -> None:
