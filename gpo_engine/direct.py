@@ -25,6 +25,11 @@ from typing import Any
 from gpo_engine import prices
 
 OPENAI_BASE = "https://api.openai.com/v1"
+# The variables an endpoint and its key are read from when none is passed, by
+# provider, as litellm reads them: a LiteLLM proxy's own (a team sets these for
+# `litellm_proxy/` models), else OpenAI's.
+_VARIABLES = {"litellm_proxy": ("LITELLM_PROXY_API_BASE", "LITELLM_PROXY_API_KEY")}
+_OPENAI_VARIABLES = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
 # litellm providers that are plain OpenAI chat completions at their endpoint.
 OPENAI_COMPATIBLE = frozenset({"openai", "hosted_vllm", "litellm_proxy", "custom_openai"})
 # Request parameters sent as they are; anything else goes through litellm,
@@ -72,6 +77,7 @@ class HTTPFailure(Exception):
     status_code: int
     message: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    key_variable: str = "OPENAI_API_KEY"  # where the key sent was read from
 
     def __str__(self) -> str:
         return f"HTTP {self.status_code}: {self.message}"
@@ -119,13 +125,26 @@ def body(name: str, messages: list[dict[str, Any]], params: Mapping[str, Any]) -
     return out
 
 
-def endpoint(api_base: str | None, api_key: str | None) -> tuple[str, dict[str, str]]:
+def variables(model: str) -> tuple[str, str]:
+    """The variables the endpoint and the key of `model` are read from."""
+    provider, slash, _ = model.partition("/")
+    return _VARIABLES.get(provider, _OPENAI_VARIABLES) if slash else _OPENAI_VARIABLES
+
+
+def endpoint(api_base: str | None, api_key: str | None,
+             model: str = "") -> tuple[str, dict[str, str]]:
     """The URL and headers of a chat completion. MissingKey for OpenAI's own
-    endpoint without a key (litellm's client refuses that too)."""
-    base = (api_base or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE).rstrip("/")
-    key = api_key or os.environ.get("OPENAI_API_KEY")
+    endpoint without a key (litellm's client refuses that too), and for a
+    LiteLLM proxy model with no proxy to send it to."""
+    base_variable, key_variable = variables(model)
+    base = (api_base or os.environ.get(base_variable) or "").rstrip("/")
+    if not base and base_variable != _OPENAI_VARIABLES[0]:
+        raise MissingKey(f"Missing {base_variable}: set it to the proxy's address "
+                         "(or pass --api-base)")
+    base = base or OPENAI_BASE
+    key = api_key or os.environ.get(key_variable)
     if not key and base == OPENAI_BASE:
-        raise MissingKey("Missing credentials: set OPENAI_API_KEY (or pass an API key)")
+        raise MissingKey(f"Missing credentials: set {key_variable} (or pass an API key)")
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -146,7 +165,8 @@ async def chat(session: Any, url: str, headers: Mapping[str, str], payload: Mapp
     async with session.post(url, data=data, headers=dict(headers), timeout=limits) as answer:
         raw = await answer.read()
         if answer.status >= 300:
-            raise HTTPFailure(answer.status, _error_message(raw), dict(answer.headers))
+            raise HTTPFailure(answer.status, _error_message(raw), dict(answer.headers),
+                              variables(model)[1])
     return parse(raw, model)
 
 

@@ -60,7 +60,8 @@ class ModelCallError(GpoError):
 
     def __init__(self, model: str, kind: str, message: str) -> None:
         self.model = model
-        self.kind = kind  # "timeout" | "rate_limit" | "server" | "bad_response" | "auth" | "other"
+        # "timeout" | "rate_limit" | "budget" | "server" | "bad_response" | "auth" | "other"
+        self.kind = kind
         super().__init__(f"{model}: {kind}: {message}")
 
 

@@ -23,6 +23,9 @@ T = TypeVar("T")
 # the template for the row (Dotprompt's messages) and makes the task call.
 TaskFn = Callable[[str, Example], Awaitable[str]]
 
+# Failures no other row can escape: a refused or missing key, a spent budget or quota.
+STOP_AT_ONCE = ("auth", "budget")
+
 # Above this share of failed calls the evaluation is meaningless: raise.
 SYSTEMIC_FAILURE_SHARE = 0.5
 
@@ -99,7 +102,7 @@ async def evaluate(
         try:
             output = await task(template, example)
         except ModelCallError as exc:
-            if exc.kind == "auth":
+            if exc.kind in STOP_AT_ONCE:
                 raise  # no point asking again for every row
             return Outcome(example.uid, 0.0, "", reason="model call failed", error=str(exc))
         except ConfigError as exc:  # this row cannot be rendered (a media file is missing...)

@@ -20,7 +20,8 @@ from .models import litellm_module
 class Failure:
     """How a failed call is reported and whether it is worth another try."""
 
-    kind: str  # ModelCallError kinds: timeout | rate_limit | server | bad_response | auth | other
+    # ModelCallError kinds: timeout | rate_limit | budget | server | bad_response | auth | other
+    kind: str
     retry: bool
     wait: float | None  # server-requested delay (Retry-After), seconds
     message: str
@@ -40,6 +41,9 @@ def classify_error(exc: BaseException) -> Failure:
     so it is recognised by its words, whatever the exception.
     """
     failure = _classify(exc)
+    if failure.kind == "rate_limit" and _SPENT.search(failure.message):
+        # No wait cures a spent budget: stop at once, with the provider's words.
+        return Failure("budget", False, None, failure.message)
     missing = _MISSING_KEY.search(failure.message) is not None
     if failure.kind != "auth" and not missing:
         return failure
@@ -51,6 +55,11 @@ _MISSING_KEY = re.compile(
     r"missing credentials|missing [\w ]{0,40}?api[ _-]?key|api_key client option must be set"
     r"|no (api )?key (is )?(set|provided|found)|api[ _-]?key (is )?(not set|not found|missing)",
     re.IGNORECASE)
+# A 429 that is a spent budget or quota, not a rate: the LiteLLM proxy's "Budget has been
+# exceeded!" (type budget_exceeded) and "Max budget limit reached.", OpenAI's
+# insufficient_quota ("You exceeded your current quota").
+_SPENT = re.compile(r"budget has been exceeded|budget_exceeded|max budget limit reached"
+                    r"|exceeded your current quota|insufficient_quota", re.IGNORECASE)
 # Environment variables that hold a key or token, as the messages name them.
 _KEY_VARIABLE = re.compile(r"\b[A-Z][A-Z0-9]*_(?:API_KEY|AUTH_TOKEN|API_TOKEN|ACCESS_KEY_ID)\b")
 # litellm's wrapping around the provider's words: "litellm.X: X: OpenAIException - ".
@@ -72,7 +81,7 @@ def auth_message(exc: BaseException, message: str, missing: bool) -> str:
 def _key_variables(exc: BaseException) -> list[str]:
     """The variables litellm reads the key of the exception's provider from, if it says."""
     if isinstance(exc, direct.HTTPFailure):
-        return ["OPENAI_API_KEY"]  # the direct path's key (or the one passed to LLM)
+        return [exc.key_variable]  # the direct path's key (or the one passed to LLM)
     provider, model = getattr(exc, "llm_provider", None), getattr(exc, "model", None)
     if not isinstance(provider, str) or not provider or not isinstance(model, str):
         return []

@@ -155,7 +155,7 @@ class LLM(Sender):
                       params: Mapping[str, Any], held: float) -> Any:
         """One chat completion on the direct path (gpo_engine.direct)."""
         try:
-            url, headers = direct.endpoint(self.api_base, self.api_key)
+            url, headers = direct.endpoint(self.api_base, self.api_key, model)
         except direct.MissingKey as error:
             self.usage.model(model).failures += 1
             raise ModelCallError(model, "auth", str(error)) from error

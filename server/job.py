@@ -222,7 +222,10 @@ def entry_problem(entry: Any) -> str | None:
 def failure_kind(exc: ModelCallError) -> str:
     """How a failed run is handled: a "systemic" failure (every optimizer call of a step,
     most rows of an evaluation) whose first error is a refused or missing key is "auth",
-    so the job fails at once instead of retrying what no wait can fix."""
-    if exc.kind == "systemic" and ": auth: " in str(exc):
-        return "auth"
+    so the job fails at once instead of retrying what no wait can fix; a spent budget or
+    quota likewise is "budget"."""
+    if exc.kind == "systemic":
+        for kind in ("auth", "budget"):
+            if f": {kind}: " in str(exc):
+                return kind
     return exc.kind

@@ -121,3 +121,20 @@ def test_a_direct_run_never_imports_litellm(tmp_path: Path) -> None:
     usage = json.loads(usage_line)
     assert usage["path"] == "direct" and usage["cost"] > 0
     assert imported == "False"
+
+
+def test_a_litellm_proxy_model_reads_the_proxys_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("LITELLM_PROXY_API_BASE", "http://proxy:4000/")
+    monkeypatch.setenv("LITELLM_PROXY_API_KEY", "sk-team")
+    url, headers = direct.endpoint(None, None, "litellm_proxy/gpt-4o")
+    assert url == "http://proxy:4000/chat/completions"
+    assert headers["Authorization"] == "Bearer sk-team"  # never the OpenAI key
+    url, headers = direct.endpoint("http://other/v1", None, "litellm_proxy/gpt-4o")
+    assert url == "http://other/v1/chat/completions"  # --api-base wins
+    _, headers = direct.endpoint(None, None, "openai/gpt-4o")
+    assert headers["Authorization"] == "Bearer sk-openai"
+    monkeypatch.delenv("LITELLM_PROXY_API_BASE")
+    with pytest.raises(direct.MissingKey, match="LITELLM_PROXY_API_BASE"):
+        direct.endpoint(None, None, "litellm_proxy/gpt-4o")

@@ -82,6 +82,25 @@ async def test_auth_error_and_spend_limit_stop_at_once_and_cancel_siblings() -> 
     with pytest.raises(ModelCallError, match="auth"):
         await evaluate(rendered(denied), "{{q}}", _rows(3), get_metric("exact"))
 
+    async def spent(prompt: str) -> str:
+        raise ModelCallError("m", "budget", "Budget has been exceeded!")
+
+    with pytest.raises(ModelCallError, match="budget"):
+        await evaluate(rendered(spent), "{{q}}", _rows(3), get_metric("exact"))
+
+
+def test_a_systemic_failure_of_a_refused_key_or_a_spent_budget_is_not_retried() -> None:
+    from gpo_server.job import failure_kind
+    from gpo_server.jobs import RETRYABLE_KINDS
+
+    def systemic(first: str) -> ModelCallError:
+        return ModelCallError("m", "systemic", f"4 of 4 calls failed; first: m: {first}: no")
+
+    assert failure_kind(systemic("auth")) == "auth"
+    assert failure_kind(systemic("budget")) == "budget"
+    assert failure_kind(systemic("timeout")) == "systemic" in RETRYABLE_KINDS
+    assert "budget" not in RETRYABLE_KINDS and "auth" not in RETRYABLE_KINDS
+
 
 def test_wilson_interval_for_accuracy() -> None:
     lo, hi = confidence_interval([1.0] * 8 + [0.0] * 2)

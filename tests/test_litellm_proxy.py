@@ -282,6 +282,7 @@ def test_a_spent_budget_fails_the_job_with_the_proxys_message(
     assert run.code == 1, run.out + run.err
     err = " ".join(run.err.split())
     assert "Budget has been exceeded!" in err and f"Max budget: {POOR_BUDGET}" in err, err
+    assert f"{MODEL}: budget: " in err, err  # not retried as a rate limit
     # Only the calls let through before the first answer was costed reached a
     # deployment, not the job's 60 or so.
     assert sum(run.per_server) < 10, run.per_server
@@ -298,11 +299,7 @@ def test_a_key_the_proxy_does_not_know_fails_at_once(proxy: Proxy, tmp_path: Pat
 
 
 @pytest.mark.parametrize("direct", [
-    pytest.param(True, id="direct", marks=pytest.mark.xfail(strict=True, reason=(
-        "gpo_engine.direct.endpoint reads only OPENAI_BASE_URL / OPENAI_API_KEY, for every "
-        "provider: a litellm_proxy/ model must read LITELLM_PROXY_API_BASE / "
-        "LITELLM_PROXY_API_KEY as litellm does (answered: 'Missing credentials: set "
-        "OPENAI_API_KEY')"))),
+    pytest.param(True, id="direct"),
     pytest.param(False, id="litellm"),
 ])
 def test_a_litellm_proxy_model_reads_litellms_proxy_variables(

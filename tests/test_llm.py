@@ -607,3 +607,22 @@ def test_importing_llm_does_not_import_litellm() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_spent_budget_is_not_a_rate_limit() -> None:
+    """A proxy's or provider's 429 for a spent budget or quota stops at once (kind
+    "budget", no retry, concurrency untouched); a plain 429 is still a rate limit."""
+    import litellm
+
+    from gpo_engine import direct
+
+    spent = direct.HTTPFailure(429, "Budget has been exceeded! Key=ab Current cost: 0.2, "
+                                    "Max budget: 0.1")
+    assert (classify_error(spent).kind, classify_error(spent).retry) == ("budget", False)
+    assert classify_error(spent).message == "HTTP 429: Budget has been exceeded! Key=ab " \
+                                            "Current cost: 0.2, Max budget: 0.1"
+    quota = litellm.RateLimitError("You exceeded your current quota, please check your plan",
+                                   "openai", "m", response=_response(429))
+    assert (classify_error(quota).kind, classify_error(quota).retry) == ("budget", False)
+    plain = direct.HTTPFailure(429, "Rate limit exceeded for api_key: ab. Limit type: requests")
+    assert (classify_error(plain).kind, classify_error(plain).retry) == ("rate_limit", True)
