@@ -30,6 +30,7 @@ from gpo_server.commands.common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_cache_url,
 )
 
 _STYLE = {"pass": "green", "updated": "green", "regression": "red", "stale": "yellow",
@@ -63,6 +64,7 @@ def register(sub: Any) -> None:
     check.add_argument("--api-base",
                        help=f"OpenAI-compatible endpoint for the models (default: ${API_BASE_ENV})")
     check.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
+    add_cache_url(check)
     check.set_defaults(run=run)
 
 

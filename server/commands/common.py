@@ -35,11 +35,16 @@ def model_arguments() -> argparse.ArgumentParser:
     common.add_argument("--no-cache", action="store_true",
                         help="neither read nor write the response cache")
     common.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
-    common.add_argument("--cache-url", help="a team's shared cache on Redis: "
-                        "redis://[:password@]host:port/db, rediss:// for TLS "
-                        "(default: $GPO_CACHE_URL)")
+    add_cache_url(common)
     common.add_argument("--json", action="store_true", help="print one JSON object")
     return common
+
+
+def add_cache_url(parser: argparse.ArgumentParser) -> None:
+    """`--cache-url`, which server/cli.py turns into $GPO_CACHE_URL before the command runs."""
+    parser.add_argument("--cache-url", help="a team's shared cache on Redis: "
+                        "redis://[:password@]host:port/db, rediss:// for TLS "
+                        "(default: $GPO_CACHE_URL)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
