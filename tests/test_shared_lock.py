@@ -204,6 +204,37 @@ def test_the_expiry_setting_is_read_and_checked() -> None:
         parse_expiry("soon")
 
 
+def test_a_save_from_a_machine_whose_lock_was_taken_over_is_refused(
+        tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The laptop stalled past its lock's expiry; the workstation took the lock over and saved
+    a step: the laptop's own step (a different one) must not replace it."""
+    from gpo_engine.trajectory import StaleTrajectory, StepRecord, Trajectory, TrajectoryStore
+
+    monkeypatch.setenv("GPO_CACHE_URL", redis_server.url)
+
+    def steps(*chosen: str) -> Trajectory:
+        t = Trajectory("key", "/p.prompt", 5, "A", 50.0, 8)
+        t.steps = [StepRecord(i, 10, "A", 50.0, (), c, 60.0) for i, c in enumerate(chosen)]
+        return t
+
+    laptop, workstation = (TrajectoryStore(tmp_path / name / "trajectories")
+                           for name in ("laptop", "workstation"))
+    try:
+        laptop.save(steps("B0"))
+        resumed = workstation.load("key")  # Redis first: the laptop's step, at once
+        assert resumed is not None and [s.chosen for s in resumed.steps] == ["B0"]
+        workstation.save(steps("B0", "W1"))
+        with pytest.raises(StaleTrajectory, match="another run wrote them"):
+            laptop.save(steps("B0", "L1"))
+        third = TrajectoryStore(tmp_path / "third" / "trajectories")
+        shared = third.load("key")
+        third.close()
+        assert shared is not None and [s.chosen for s in shared.steps] == ["B0", "W1"]
+    finally:
+        laptop.close()
+        workstation.close()
+
+
 # -- a run that loses its lock -------------------------------------------------------
 
 
