@@ -110,7 +110,7 @@ def step_starts(requests: list[dict[str, Any]], candidates: int) -> list[int]:
 def cached_keys(cache: Path) -> set[str]:
     import diskcache
 
-    from gpo_engine.llm import RESPONSES_DIR
+    from gpo_engine.response_cache import RESPONSES_DIR
 
     with diskcache.Cache(str(cache / RESPONSES_DIR)) as store:
         return {str(k) for k in store.iterkeys()}
@@ -118,7 +118,7 @@ def cached_keys(cache: Path) -> set[str]:
 
 def task_key(request: dict[str, Any], body: dict[str, Any], api_base: str) -> str:
     """The response-cache key the engine uses for a task-model request (task.task_fn)."""
-    from gpo_engine.llm import cache_key
+    from gpo_engine.response_cache import cache_key
 
     return cache_key({"kind": "completion", "model": "openai/bench",
                       "messages": request["messages"], "temperature": body["temperature"],

@@ -113,7 +113,7 @@ async def check_one(task: Any, llm: LLM, *, update: bool) -> CheckResult:
     is this prompt's alone, and so is that of the row tasks its scoring starts."""
     from gpo_engine.atomic import WriteError
     from gpo_engine.errors import ConfigError, ModelCallError, SpendLimitReached
-    from gpo_engine.llm import NotCached
+    from gpo_engine.response_cache import NotCached
 
     booked = _BOOKED.set(Usage())
     prompt, where = task.path, lock_path(task.path)

@@ -1,6 +1,6 @@
 """A diskcache folder that is private and heals itself.
 
-The response cache (llm._ResponseCache) and the trajectory store
+The response cache (response_cache.ResponseCache) and the trajectory store
 (trajectory.TrajectoryStore) keep their entries in diskcache (SQLite
 underneath). With a Redis URL set, gpo_engine.shared_store puts Redis behind
 them and keeps what Redis missed in an outbox that is a DiskStore too. Two

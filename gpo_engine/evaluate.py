@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from gpo_engine.errors import ConfigError, ModelCallError
 from gpo_engine.examples import Example
-from gpo_engine.metrics import Metric, Score
+from gpo_engine.scoring import Metric, Score
 
 T = TypeVar("T")
 

@@ -34,11 +34,6 @@ from gpo_engine.errors import ConfigError
 from gpo_engine.json_metric import json_fields
 from gpo_engine.judge import Judge, JudgeMetric
 from gpo_engine.scoring import Metric, Score, mismatch, quoted
-from gpo_engine.scoring import count_reasons as count_reasons
-
-# The `as` import above and Metric / Score are re-exports for importers that
-# have not moved yet (issue 15): gpo_engine.evaluate and gpo_engine.task take
-# Metric and Score from here, server/commands/evaluate.py count_reasons.
 
 if TYPE_CHECKING:
     from gpo_engine.examples import Example

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpo_engine import llm as llm_module
+from gpo_engine import models
 from gpo_engine.callspec import (
     CallSpec,
     Sendable,
@@ -25,10 +25,12 @@ from gpo_engine.callspec import (
 from gpo_engine.errors import Problem, SourceError
 from gpo_engine.evaluate import EvalResult, TaskFn, evaluate
 from gpo_engine.examples import Example, ExampleSet, find_examples_path, load_examples
-from gpo_engine.llm import LLM, default_cache_dir, resolve_model
-from gpo_engine.metrics import Metric, get_metric
+from gpo_engine.llm import LLM
+from gpo_engine.metrics import get_metric
+from gpo_engine.models import default_cache_dir, resolve_model
 from gpo_engine.promptfile import PromptFile, load_prompt
 from gpo_engine.rendering import PromptRenderer, RowData, to_chat
+from gpo_engine.scoring import Metric
 from gpo_engine.settings import Settings
 from gpo_engine.trajectory import TrajectoryStore
 
@@ -69,8 +71,8 @@ class Task:
     @functools.cached_property
     def sendable(self) -> Sendable:
         """The task call's parameters as the provider takes them (asks litellm once)."""
-        return sendable(self.call, llm_module.supported_params(self.task_model),
-                        llm_module.supports_response_schema(self.task_model))
+        return sendable(self.call, models.supported_params(self.task_model),
+                        models.supports_response_schema(self.task_model))
 
     def fingerprint(self) -> dict[str, Any]:
         """Everything that decides results; the trajectory key is its hash."""

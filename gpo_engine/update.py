@@ -20,17 +20,10 @@ from gpo_engine.direction import ScoredPrompt
 from gpo_engine.errors import ModelCallError
 from gpo_engine.evaluate import gather_all
 from gpo_engine.instruction import with_instruction
-from gpo_engine.leak_guard import LEAK_THRESHOLD as LEAK_THRESHOLD
-from gpo_engine.leak_guard import LEAK_WINDOW_WORDS as LEAK_WINDOW_WORDS
 from gpo_engine.leak_guard import find_leak, leak_pieces
 from gpo_engine.meta_prompts import Exemplar, Messages, score_text
-from gpo_engine.meta_style import BASE, CHAT, MetaStyle
+from gpo_engine.meta_style import MetaStyle
 from gpo_engine.template import template_error, template_tags
-
-# The `as` imports are re-exports for importers that have not moved yet
-# (issue 15): tests/test_guards.py reads update.LEAK_THRESHOLD,
-# update.LEAK_WINDOW_WORDS, update.leak_pieces, update.find_leak and
-# update.parse_candidate.
 
 REVISION_SAMPLE_OFFSET = 1000  # sample index of the revision of sample i: 1000 + i
 _REJECTED_TEXT_CHARS = 2000
@@ -139,8 +132,7 @@ async def generate(
     budget: int,
     n: int,
     variables: Sequence[str],
-    style: MetaStyle | None = None,
-    base_model: bool = False,
+    style: MetaStyle,
     train_texts: Sequence[str] = (),
 ) -> Generation:
     """Ask for n candidates concurrently and keep the usable ones.
@@ -154,9 +146,6 @@ async def generate(
     """
     if n <= 0:
         return Generation((), ())
-    # `base_model` picks the style only until tests/test_guards.py passes
-    # `style` (issue 15).
-    style = style or (BASE if base_model else CHAT)
     messages = style.meta_prompt(current, direction, exemplars, budget)
     answers = await _ask_all(complete, [(messages, i) for i in range(n)])
 

@@ -167,7 +167,7 @@ async def test_a_plain_request_keeps_the_key_it_had_before_extra_parameters(
 ) -> None:
     # Caches written before `extra` existed must stay valid: a request without
     # extra parameters is keyed exactly as it was.
-    from gpo_engine.llm import cache_key
+    from gpo_engine.response_cache import cache_key
 
     async with ModelServer() as server:
         llm = LLM(cache_dir=tmp_path, api_base=server.api_base, api_key="test")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import gpo_engine.llm
+import gpo_engine.models
 from gpo_server.cli import main
 from tests.model_server import ModelServer
 from tests.scripted_models import (
@@ -146,7 +146,7 @@ def test_unknown_metric_and_missing_examples(
 def test_no_model_and_no_local_extra_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(gpo_engine.llm, "local_model_available", lambda: False)
+    monkeypatch.setattr(gpo_engine.models, "local_model_available", lambda: False)
     prompt = write_capitals(tmp_path, model="")
     assert main(["eval", str(prompt)]) == 1
     err = " ".join(capsys.readouterr().err.split())

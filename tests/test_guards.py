@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from gpo_engine import update
+from gpo_engine import candidates, leak_guard, update
 from gpo_engine.direction import ScoredPrompt
 from gpo_engine.evaluate import EvalResult, Outcome
+from gpo_engine.meta_style import CHAT
 from gpo_engine.optimizer import Result, held_out_verdict
 from gpo_engine.task import load_task, open_store
 from gpo_server.cli import main
@@ -97,38 +98,38 @@ async def _optimize(prompt: Path, answer: Any, cache: Path) -> Result:
 
 def test_copied_training_text_is_a_leak() -> None:
     current = "Classify the review.\nReview: {{review}}"
-    pieces = update.leak_pieces([LEAKED, "negative"], current)
+    pieces = leak_guard.leak_pieces([LEAKED, "negative"], current)
     copied = f"Classify the review. Note: {LEAKED.upper()}\nReview: {{{{review}}}}"
-    hit = update.find_leak(copied, pieces)
-    assert hit is not None and hit[1] >= update.LEAK_THRESHOLD
+    hit = leak_guard.find_leak(copied, pieces)
+    assert hit is not None and hit[1] >= leak_guard.LEAK_THRESHOLD
     # A few words changed is still a copy.
     nearly = LEAKED.replace("cold", "cool").replace("hour", "our")
-    assert update.find_leak(f"Careful: {nearly}", pieces) is not None
+    assert leak_guard.find_leak(f"Careful: {nearly}", pieces) is not None
     # Honest prompts, and paraphrases of the topic, are not.
-    assert update.find_leak("Classify the review as positive or negative.", pieces) is None
-    assert update.find_leak("Reviews about slow service or cold food are negative.",
+    assert leak_guard.find_leak("Classify the review as positive or negative.", pieces) is None
+    assert leak_guard.find_leak("Reviews about slow service or cold food are negative.",
                             pieces) is None
 
 
 def test_short_answers_and_text_already_in_the_prompt_are_not_leaks() -> None:
     # "yes" and "Paris" are answers a prompt may well name.
-    assert update.leak_pieces(["yes", "Paris", "negative"], "Answer.") == []
+    assert leak_guard.leak_pieces(["yes", "Paris", "negative"], "Answer.") == []
     # The user's own few-shot example is in the current prompt: keeping it is fine.
     current = f"Example: {LEAKED} -> negative\nReview: {{{{review}}}}"
-    assert update.leak_pieces([LEAKED], current) == []
-    assert update.find_leak(current + " Think first.", update.leak_pieces([LEAKED], current)) \
-        is None
+    assert leak_guard.leak_pieces([LEAKED], current) == []
+    pieces = leak_guard.leak_pieces([LEAKED], current)
+    assert leak_guard.find_leak(current + " Think first.", pieces) is None
 
 
 def test_long_texts_are_checked_in_windows() -> None:
     long_input = " ".join(f"word{i}" for i in range(40))
-    pieces = update.leak_pieces([long_input], "Answer.")
+    pieces = leak_guard.leak_pieces([long_input], "Answer.")
     assert len(pieces) > 5
-    assert all(len(p.split()) <= update.LEAK_WINDOW_WORDS for p in pieces)
+    assert all(len(p.split()) <= leak_guard.LEAK_WINDOW_WORDS for p in pieces)
     # Ten copied words from the middle of a long input are caught.
     middle = " ".join(f"word{i}" for i in range(17, 27))
-    assert update.find_leak(f"Remember: {middle}. Answer.", pieces) is not None
-    assert update.find_leak("Remember: word3. Answer.", pieces) is None
+    assert leak_guard.find_leak(f"Remember: {middle}. Answer.", pieces) is not None
+    assert leak_guard.find_leak("Remember: word3. Answer.", pieces) is None
 
 
 async def test_generate_drops_a_leaking_candidate_and_counts_it() -> None:
@@ -141,9 +142,9 @@ async def test_generate_drops_a_leaking_candidate_and_counts_it() -> None:
 
     common: dict[str, Any] = {"current": current, "direction": [ScoredPrompt(current, 50.0, 0)],
                               "exemplars": [], "budget": 50, "n": 2, "variables": ["review"],
-                              "base_model": False}
+                              "style": CHAT}
     guarded = await update.generate(complete, train_texts=[LEAKED, "negative"], **common)
-    assert [c.text for c in guarded.candidates] == [update.parse_candidate(answers[1], False)]
+    assert [c.text for c in guarded.candidates] == [candidates.parse_candidate(answers[1], False)]
     assert [r.reason for r in guarded.rejected] == ["leak"]
     assert "copies training text" in guarded.rejected[0].detail
     # Without the training texts the guard has nothing to compare with.

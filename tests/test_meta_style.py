@@ -60,8 +60,3 @@ async def test_generate_asks_in_the_style_given() -> None:
         note = "" if style is BASE else " (score 40)"
         assert [c.text for c in gen.candidates] == [
             f"Answer with one word.{note}\nReview: {{{{review}}}}\nSentiment:"]
-    # The transitional flag (until gpo_engine.optimizer passes `style`) means BASE.
-    asked.clear()
-    await update.generate(complete, current=CURRENT, direction=DIRECTION, exemplars=EXEMPLARS,
-                          budget=10, n=1, variables=["review"], base_model=True)
-    assert asked == [BASE.meta_prompt(CURRENT, DIRECTION, EXEMPLARS, 10)]

@@ -62,13 +62,13 @@ def register(sub: Any) -> None:
 
 
 def cache_root(cache_dir: Path | None) -> Path:
-    from gpo_engine.llm import default_cache_dir  # no litellm import: llm.py loads it lazily
+    from gpo_engine.models import default_cache_dir  # no litellm import: models loads it lazily
 
     return cache_dir if cache_dir is not None else default_cache_dir()
 
 
 def _part_dirs(root: Path) -> dict[str, Path]:
-    from gpo_engine.llm import RESPONSES_DIR
+    from gpo_engine.response_cache import RESPONSES_DIR
 
     return {"responses": root / RESPONSES_DIR, "trajectories": root / TRAJECTORIES_DIR}
 

@@ -34,7 +34,7 @@ def _reason_line(part: str, reasons: dict[str, int]) -> str:
 
 def run(args: argparse.Namespace, err: Console) -> int:
     from gpo_engine.evaluate import gather_all
-    from gpo_engine.metrics import count_reasons
+    from gpo_engine.scoring import count_reasons
     from gpo_engine.task import load_task, open_llm, score
 
     task = load_task(args.path, **overrides(args))
