@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from gpo_engine.redis_lock import SharedLock
 
 _HINT = "run with --wait to wait for it, or --daemon to follow the daemon's job"
+# A holder on another machine: this machine's daemon has no job of it to follow.
+_HINT_ELSEWHERE = "run with --wait to wait for it and resume from the steps it saves"
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ def _take_shared(key: str, path: str, wait: bool, hint: str,
         raise
     if busy is not None:
         shared.release()
+        if hint == _HINT and busy.host != socket.gethostname():
+            hint = _HINT_ELSEWHERE
         raise PromptBusy(path, busy.pid, busy.started, hint, host=busy.host)
     return shared
 

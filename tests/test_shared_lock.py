@@ -80,6 +80,21 @@ def test_the_lock_is_one_expiring_key_naming_its_holder_and_a_second_machine_is_
     acquire(tmp_path / "ci", "k1", "p.prompt").release()
 
 
+def test_a_holder_on_another_machine_is_named_with_a_hint_that_fits(
+        tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPO_CACHE_URL", redis_server.url)
+    redis_server.client().set(LOCK + "k", json.dumps(
+        {"token": "3" * 32, "host": "workstation", "pid": 4242, "started": 1.7e9}), px=9000)
+    with pytest.raises(PromptBusy) as busy:
+        acquire(tmp_path / "laptop", "k", "p.prompt")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1.7e9))
+    assert str(busy.value) == (  # this machine's daemon has no job of it to follow
+        f"p.prompt is being optimized by pid 4242 on workstation (started {when}); run with "
+        "--wait to wait for it and resume from the steps it saves")
+    with pytest.raises(PromptBusy, match="daemon's own"):  # a caller's hint stays
+        acquire(tmp_path / "laptop", "k", "p.prompt", hint="the daemon's own")
+
+
 def test_a_held_lock_is_renewed_past_its_expiry(tmp_path: Path, redis_server: RedisServer,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPO_CACHE_URL", redis_server.url)
