@@ -30,6 +30,14 @@ def _private_cache(
 
 
 @pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OpenAI key for litellm to send (the test model server ignores it). A file whose
+    tests all call a model takes it with `pytestmark = pytest.mark.usefixtures("api_key")`;
+    it is not autouse, so the tests of a missing key see the environment as it is."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+
+
+@pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A fresh folder under /tmp with a short path: a daemon's Unix socket inside it
     must fit in sun_path (108 bytes), which pytest's tmp_path can exceed."""

@@ -10,11 +10,12 @@ while every call still goes through litellm and HTTP.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from tests.prompt_files import write_prompt
 
 CAPITALS = {
     "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Egypt": "Cairo", "Canada": "Ottawa",
@@ -60,18 +61,17 @@ class ScriptedModels:
 def write_capitals(folder: Path, *, model: str = "openai/scripted", steps: int = 2,
                    candidates: int = 3, extra: str = "", body: str = INITIAL_BODY) -> Path:
     """A capitals prompt file and its example set (8 rows pinned to each split)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prompt = folder / "capitals.prompt"
-    prompt.write_text(
+    return write_prompt(
+        folder, "capitals",
         f"---\nmodel: {model}\ngpo.metric: contains\ngpo.steps: {steps}\n"
         f"gpo.candidates: {candidates}\ngpo.batch_size: 4\ngpo.race_size: 4\n{extra}---\n{body}",
-        encoding="utf-8")
-    splits = itertools.cycle(["train", "dev", "test"])
-    rows = [{"country": c, "expected": city, "split": next(splits)}
-            for c, city in CAPITALS.items()]
-    (folder / "capitals.examples.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return prompt
+        capital_rows())
+
+
+def capital_rows(splits: Iterable[str] = ("train", "dev", "test")) -> list[dict[str, str]]:
+    """A row for every country of CAPITALS, its split taken in turn from `splits`."""
+    turn = itertools.cycle(splits)
+    return [{"country": c, "expected": city, "split": next(turn)} for c, city in CAPITALS.items()]
 
 
 async def run_task(task: Any, api_base: str, cache: Path, *, fast_retries: bool = False,

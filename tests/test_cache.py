@@ -24,9 +24,7 @@ MODEL = "openai/fake"
 HI = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 # A changed value for every keyword parameter of LLM.complete. A parameter added

@@ -28,6 +28,7 @@ from gpo_engine.errors import SourceError
 from gpo_engine.lockfile import Lock, SplitRecord, lock_path, parse_lock, prompt_hash
 from gpo_engine.offer import Score
 from gpo_server.cli import main
+from tests.prompt_files import write_prompt
 
 MODEL = "openai/x"
 ADJECTIVES = ["great", "awful", "lovely", "terrible", "fine", "broken"]
@@ -74,13 +75,9 @@ def frontmatter(*extra: str) -> str:
 
 
 def write_task(folder: Path, body: str = GOOD, *extra: str, name: str = "senti") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    prompt = folder / f"{name}.prompt"
-    prompt.write_text(frontmatter(*extra) + body, encoding="utf-8")
-    rows = [json.dumps({"review": text, "expected": label})
-            for text, (_, label) in REVIEWS.items()]
-    (folder / f"{name}.examples.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return prompt
+    return write_prompt(folder, name, frontmatter(*extra) + body,
+                        [{"review": text, "expected": label}
+                         for text, (_, label) in REVIEWS.items()])
 
 
 @pytest.fixture

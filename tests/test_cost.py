@@ -24,9 +24,7 @@ from tests.scripted_models import ScriptedModels, run_task, write_capitals
 PROPOSALS = [f"<START>Name the capital city of the country{'!' * i}<END>" for i in range(6)]
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 def judge_too(models: ScriptedModels) -> Any:

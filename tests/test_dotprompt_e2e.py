@@ -19,6 +19,7 @@ import pytest
 
 from gpo_server.cli import main
 from tests.model_server import ModelServer
+from tests.prompt_files import write_prompt
 from tests.scripted_models import is_meta_prompt
 
 POLICY = "Urgent means the customer cannot work at all."
@@ -59,15 +60,11 @@ TICKETS = [
 
 
 def write_tickets(folder: Path) -> Path:
-    prompt = folder / "tickets.prompt"
-    prompt.write_text(PROMPT, encoding="utf-8")
     (folder / "_policy.prompt").write_text(POLICY, encoding="utf-8")
     splits = ["train", "dev", "test"]
-    rows = [{"ticket": t, "expected": {"category": c, "urgent": u}, "split": splits[i % 3]}
-            for i, (t, c, u) in enumerate(TICKETS * 2)]
-    (folder / "tickets.examples.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return prompt
+    return write_prompt(folder, "tickets", PROMPT, [
+        {"ticket": t, "expected": {"category": c, "urgent": u}, "split": splits[i % 3]}
+        for i, (t, c, u) in enumerate(TICKETS * 2)])
 
 
 def answer(messages: list[dict[str, Any]]) -> str:
@@ -89,9 +86,7 @@ def _text(message: dict[str, Any]) -> str:
     return "".join(p.get("text", "") for p in content if p.get("type") == "text")
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 async def _gpo(*argv: str) -> int:

@@ -18,6 +18,7 @@ from gpo_engine.optimizer import Result, held_out_verdict
 from gpo_engine.task import load_task, open_store
 from gpo_server.cli import main
 from tests.model_server import ModelServer
+from tests.prompt_files import write_prompt
 from tests.scripted_models import (
     CAPITALS,
     GOOD,
@@ -42,26 +43,19 @@ LEAKY_REVIEW = (f"<START>Give the sentiment of the review: positive or negative.
                 f"'{LEAKED}' is negative.<END>")
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 def write_reviews(folder: Path, steps: int = 1) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    prompt = folder / "reviews.prompt"
-    prompt.write_text(f"---\nmodel: openai/scripted\ngpo.metric: contains\ngpo.steps: {steps}\n"
-                      f"gpo.candidates: 2\ngpo.batch_size: 2\n---\n{REVIEW_BODY}",
-                      encoding="utf-8")
     splits = ["train", "dev", "test"]
     rows = [{"review": r, "expected": label, "split": splits[i % 3]}
             for i, (r, label) in enumerate(REVIEWS * 2)]
     # Every row twice would be a duplicate; vary the second copy a little.
     for row in rows[len(REVIEWS):]:
         row["review"] = row["review"].replace(".", "!")
-    (folder / "reviews.examples.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return prompt
+    return write_prompt(folder, "reviews",
+                        f"---\nmodel: openai/scripted\ngpo.metric: contains\ngpo.steps: {steps}\n"
+                        f"gpo.candidates: 2\ngpo.batch_size: 2\n---\n{REVIEW_BODY}", rows)
 
 
 def review_answer(messages: list[dict[str, Any]]) -> str:

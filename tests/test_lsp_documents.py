@@ -9,6 +9,7 @@ import pytest
 from gpo_engine import promptfile
 from gpo_server.lsp_documents import MAX_PROMPT_CHARS, analyze, read_lossy
 from gpo_server.lsp_settings import LspSettings, client_address, parse_settings
+from tests.prompt_files import write_prompt
 
 PROMPT = "---\nmodel: openai/x\n---\nCapital of {{country}}?\n"
 
@@ -56,11 +57,7 @@ def test_daemon_address_forms() -> None:
 
 
 def _write(folder: Path, examples: bytes | None, prompt: str = PROMPT) -> Path:
-    path = folder / "p.prompt"
-    path.write_text(prompt, encoding="utf-8")
-    if examples is not None:
-        (folder / "p.examples.jsonl").write_bytes(examples)
-    return path
+    return write_prompt(folder, "p", prompt, examples)
 
 
 def test_a_good_prompt_and_examples_have_no_problems(tmp_path: Path) -> None:

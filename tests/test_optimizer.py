@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +15,17 @@ from gpo_engine.racing import race_calls, race_leaders
 from gpo_engine.task import load_task, open_store
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from tests.model_server import Fault, ModelServer
+from tests.prompt_files import write_prompt
 from tests.scripted_models import (
     GOOD,
     ScriptedModels,
+    capital_rows,
     is_meta_prompt,
     run_task,
     write_capitals,
 )
 
-
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 async def _run(prompt: Path, server: ModelServer, cache: Path, **kw: Any) -> Result:
@@ -270,14 +268,11 @@ def test_race_rounds_halve_the_field_and_double_the_rows() -> None:
 
 async def test_racing_spends_half_the_calls_and_keeps_the_clear_winner(tmp_path: Path) -> None:
     # 24 dev rows (all pinned), 8 candidates of which one asks for the capital.
-    from tests.scripted_models import CAPITALS
-
     prompt = write_capitals(tmp_path / "p", steps=1, candidates=8)
-    prompt.write_text(prompt.read_text().replace("gpo.race_size: 4", "gpo.race_size: 6"))
-    rows = [{"country": c, "expected": city, "split": "dev"} for c, city in CAPITALS.items()]
-    (prompt.parent / "capitals.examples.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows) +
-        '{"country": "Chad", "expected": "N\'Djamena", "split": "train"}\n')
+    write_prompt(prompt.parent, "capitals",
+                 prompt.read_text().replace("gpo.race_size: 4", "gpo.race_size: 6"),
+                 [*capital_rows(["dev"]),
+                  {"country": "Chad", "expected": "N'Djamena", "split": "train"}])
     proposals = [GOOD] + [f"<START>Describe the country in style {i}.<END>" for i in range(7)]
     async with ModelServer(answer=ScriptedModels(proposals).answer) as server:
         result = await _run(prompt, server, tmp_path / "c")

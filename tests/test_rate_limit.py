@@ -31,9 +31,7 @@ class CountingServer(ModelServer):
         return super()._overloaded()
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 # -- the limit on its own ------------------------------------------------------------
