@@ -92,12 +92,8 @@ def suggestion_message(suggestion: Suggestion) -> str:
 
 def suggestion_diagnostic(document: str, body_start: int, suggestion: Suggestion) -> Diagnostic:
     """Information diagnostic on the body's first non-blank line: a better prompt is ready."""
-    return Diagnostic(
-        range=first_body_line(document, body_start),
-        message=suggestion_message(suggestion),
-        severity=DiagnosticSeverity.Information,
-        source=SOURCE,
-    )
+    return body_diagnostic(document, body_start, suggestion_message(suggestion),
+                           DiagnosticSeverity.Information)
 
 
 def failure_message(job: Job) -> str:
@@ -113,12 +109,15 @@ KEY_HINT = ("the daemon reads API keys from the environment it started in: set t
 
 def failure_diagnostic(document: str, body_start: int, job: Job) -> Diagnostic:
     """Warning on the body's first non-blank line: the file's last run failed, and why."""
-    return Diagnostic(
-        range=first_body_line(document, body_start),
-        message=failure_message(job),
-        severity=DiagnosticSeverity.Warning,
-        source=SOURCE,
-    )
+    return body_diagnostic(document, body_start, failure_message(job),
+                           DiagnosticSeverity.Warning)
+
+
+def body_diagnostic(document: str, body_start: int, message: str,
+                    severity: DiagnosticSeverity) -> Diagnostic:
+    """A gpo diagnostic saying `message` on the body's first non-blank line."""
+    return Diagnostic(range=first_body_line(document, body_start), message=message,
+                      severity=severity, source=SOURCE)
 
 
 def first_body_line(document: str, body_start: int) -> Range:
