@@ -246,38 +246,32 @@ function M.restart()
   end, 200)
 end
 
--- The buffer (0 or nil: the current one) and its gpo client; warns when it has none.
-local function buffer_client(bufnr)
+-- fn(bufnr, client) with the buffer (0 or nil: the current one) and its gpo client;
+-- a warning instead when it has none.
+local function with_client(bufnr, fn)
   bufnr = resolve_buf(bufnr)
   local client = M.client_for(bufnr)
   if not client then
     notify('no gpo language server for this buffer', vim.log.levels.WARN)
+    return
   end
-  return bufnr, client
+  fn(bufnr, client)
 end
 
 -- Run a server command (gpo.optimize, gpo.stop, gpo.rescore) on a buffer.
 function M.command(name, bufnr)
-  local client
-  bufnr, client = buffer_client(bufnr)
-  if not client then
-    return
-  end
-  local params = { command = name, arguments = { vim.uri_from_bufnr(bufnr) } }
-  call(client, 'request', 'workspace/executeCommand', params, function(err)
-    if err then
-      notify(name .. ' failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    end
-  end, bufnr)
+  with_client(bufnr, function(buf, client)
+    local params = { command = name, arguments = { vim.uri_from_bufnr(buf) } }
+    call(client, 'request', 'workspace/executeCommand', params, function(err)
+      if err then
+        notify(name .. ' failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      end
+    end, buf)
+  end)
 end
 
 -- Apply the GPO suggestion: ask for code actions, resolve the apply action, apply its edit.
-function M.apply(bufnr, done)
-  local client
-  bufnr, client = buffer_client(bufnr)
-  if not client then
-    return
-  end
+local function apply(bufnr, client, done)
   local last = math.max(vim.api.nvim_buf_line_count(bufnr) - 1, 0)
   local params = {
     textDocument = { uri = vim.uri_from_bufnr(bufnr) },
@@ -316,6 +310,12 @@ function M.apply(bufnr, done)
       finish(true, resolved.title)
     end, bufnr)
   end, bufnr)
+end
+
+function M.apply(bufnr, done)
+  with_client(bufnr, function(buf, client)
+    apply(buf, client, done)
+  end)
 end
 
 -- Tell the servers that an example file was saved (the server asks for no file watching).
