@@ -30,9 +30,11 @@ HEADLINE = re.compile(
 
 
 def use_test_helpers() -> None:
-    """Make tests/model_server.py and tests/scripted_models.py importable."""
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
+    """Make tests/model_server.py and tests/scripted_models.py importable (and the `tests`
+    package the helpers import each other by, e.g. `tests.prompt_files`)."""
+    for folder in (ROOT, TESTS):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
 
 
 def machine() -> str:
