@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 from common import parse_headline, parse_tables  # noqa: E402
+from redis_server import require_redis  # noqa: E402
 
 
 def run_quick(script: str, *extra: str, timeout: float = 300) -> str:
@@ -140,4 +141,19 @@ def test_peers_quick() -> None:
     assert facts["gpo"] == "direct"  # openai/bench behind --api-base: gpo's own client
     assert set(column(out, 2, "litellm imported")) <= {"True", "False"}
     assert ("peers skipped" in out) is not peers
+    check_headline(out)
+
+
+def test_team_quick() -> None:
+    require_redis()
+    out = run_quick("team.py")
+    runs = column(out, 0, "run")
+    assert [r[:3] for r in runs] == ["(a)", "(b)", "(c)", "(c)", "(c)"]
+    assert column(out, 0, "processes") == ["1", "1", "1", "2", "4"]
+    calls = column(out, 0, "model calls (server)")
+    assert calls[1] == "0"  # machine B: every answer from the Redis machine A filled
+    assert int(calls[0]) > 0 and set(calls[2:]) == {calls[0]}  # every cold check, all of it
+    assert column(out, 0, "cache hits")[1] == calls[0]
+    assert column(out, 0, "verdicts = (a)") == ["yes"] * 5  # shards and --merge agree
+    assert "N=1 True, N=2 True, N=4 True" in out
     check_headline(out)
