@@ -143,12 +143,13 @@ async def test_redis_lost_longer_than_the_expiry_loses_the_lock_and_a_blip_does_
     redis_server.start()
     await asyncio.sleep(3.5)  # past the expiry: renewed after the restart
     assert held.lost == "" and not cancel.is_set()
-    redis_server.stop()
     began = time.monotonic()
+    redis_server.stop()
     with pytest.warns(RuntimeWarning, match="lost the run lock"):
         await asyncio.wait_for(cancel.wait(), 6)
-    # Lost once the key may have expired (3 s after the last renewal), not before.
-    assert 1.9 < time.monotonic() - began < 4.5
+    # Lost once the key may have expired, 3 s after the last renewal (at most 1 s before the
+    # stop), not before.
+    assert 1.8 < time.monotonic() - began < 4.5
     assert "could not be reached for 3 s" in held.lost and "ConnectionError" in held.lost
     started = time.monotonic()
     held.release()  # Redis away: nothing to delete, and no wait
