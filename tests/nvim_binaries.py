@@ -89,3 +89,11 @@ def check_run(returncode: int | None, stdout: str, stderr: str) -> None:
     assert returncode == 0, report
     assert "all checks passed" in stderr, report
     assert "deprecated" not in report.lower(), report
+
+
+def run_headless(nvim: Neovim, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """`nvim --headless ARGS` in `cwd` with `env` and no stdin, passed by check_run."""
+    result = subprocess.run([nvim.path, "--headless", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    check_run(result.returncode, result.stdout, result.stderr)

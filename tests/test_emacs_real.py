@@ -10,7 +10,6 @@ the apply action must carry its edit.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.model_server import ModelServer
+from tests.processes import run_to_end
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_server import server_env, short_dir  # noqa: F401 (a fixture)
 
@@ -102,18 +102,11 @@ async def test_emacs_applies_a_real_suggestion(short_dir: Path) -> None:  # noqa
         env = {**server_env(short_dir, models.api_base), "GPO_TEST_DIR": str(short_dir),
                "GPO_TEST_PYTHON": sys.executable, "HOME": str(short_dir / "home"),
                "PYTHONPATH": str(ROOT)}
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-Q", "--batch", "-L", str(eglot), "-l", str(SCRIPT),
-            cwd=ws, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 300)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-    report = err.decode(errors="replace") + out.decode(errors="replace")
+        code, out, err = await run_to_end(
+            [binary, "-Q", "--batch", "-L", str(eglot), "-l", str(SCRIPT)], ws, env, 300)
+    report = err + out
     print(report)  # the driver's log: pytest shows it with -s or on a failure
-    assert proc.returncode == 0, report
+    assert code == 0, report
     assert "all checks passed" in report, report
     saved = prompt.read_text(encoding="utf-8")
     assert saved.startswith(frontmatter), report  # byte for byte, the fix included

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.nvim_binaries import KINDS, check_run, neovim
+from tests.nvim_binaries import KINDS, neovim, run_headless
+from tests.prompt_files import write_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "editors" / "nvim" / "tests"
@@ -46,12 +46,9 @@ def test_plugin_in_headless_neovim(tmp_path: Path, kind: str) -> None:
     (tmp_path / "root1" / ".git").mkdir(parents=True)
     (tmp_path / "root1" / "sub").mkdir()
     (tmp_path / "root2").mkdir()
-    (tmp_path / "root1" / "a.prompt").write_text(PROMPT, encoding="utf-8")
     (tmp_path / "root1" / "sub" / "b.prompt").write_text(PROMPT, encoding="utf-8")
     (tmp_path / "root2" / "c.prompt").write_text(PROMPT, encoding="utf-8")
-    (tmp_path / "root1" / "a.examples.jsonl").write_text(
-        '{"name": "x", "expected": "y"}\n', encoding="utf-8"
-    )
+    write_prompt(tmp_path / "root1", "a", PROMPT, [{"name": "x", "expected": "y"}])
     env = {
         **isolated_env(tmp_path),
         "GPO_TEST_DIR": str(tmp_path),
@@ -59,16 +56,8 @@ def test_plugin_in_headless_neovim(tmp_path: Path, kind: str) -> None:
         "GPO_FAKE_SERVER": str(SERVER),
         "GPO_EXPECT_API": nvim.api,
     }
-    result = subprocess.run(
-        [nvim.path, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    check_run(result.returncode, result.stdout, result.stderr)
+    run_headless(nvim, ["-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}"],
+                 tmp_path, env)
 
 
 def readme_snippet() -> str:
@@ -104,17 +93,8 @@ def test_readme_snippet_starts_gpo(tmp_path: Path, kind: str) -> None:
         "GPO_EXPECT_API": nvim.api,
     }
     watch = f"lua dofile('{TESTS / 'helpers.lua'}').watch_deprecations()"
-    result = subprocess.run(
-        [nvim.path, "--headless", "--cmd", watch, "-u", str(init), "-i", "NONE", "-n",
-         "x.prompt", "-c", f"luafile {TESTS / 'readme.lua'}"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    check_run(result.returncode, result.stdout, result.stderr)
+    run_headless(nvim, ["--cmd", watch, "-u", str(init), "-i", "NONE", "-n", "x.prompt",
+                        "-c", f"luafile {TESTS / 'readme.lua'}"], project, env)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -125,14 +105,5 @@ def test_missing_gpo_says_how_to_install_it(tmp_path: Path, kind: str) -> None:
     env = {**isolated_env(tmp_path), "GPO_TEST_DIR": str(tmp_path), "GPO_EXPECT_API": nvim.api,
            "PATH": str(tmp_path / "empty")}
     env.pop("VIRTUAL_ENV", None)
-    result = subprocess.run(
-        [nvim.path, "--headless", "-u", "NONE", "-i", "NONE", "-n",
-         "-c", f"luafile {TESTS / 'missing.lua'}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    check_run(result.returncode, result.stdout, result.stderr)
+    run_headless(nvim, ["-u", "NONE", "-i", "NONE", "-n", "-c",
+                        f"luafile {TESTS / 'missing.lua'}"], tmp_path, env)

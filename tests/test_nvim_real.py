@@ -8,7 +8,6 @@ from this test's event loop while Neovim runs as an asyncio subprocess.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.model_server import ModelServer
 from tests.nvim_binaries import KINDS, check_run, neovim
+from tests.processes import run_to_end
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_server import server_env, short_dir  # noqa: F401 (a fixture)
 
@@ -37,15 +37,8 @@ async def test_neovim_applies_a_real_suggestion(short_dir: Path, kind: str) -> N
                "XDG_STATE_HOME": str(short_dir / "state"),  # the LSP log stays out of $HOME
                "XDG_CACHE_HOME": str(short_dir / "xdg-cache"),
                "PYTHONPATH": str(ROOT), "GPO_EXPECT_API": nvim.api}
-        proc = await asyncio.create_subprocess_exec(
-            nvim.path, "--headless", "-u", "NONE", "-i", "NONE", "-n", "-c", f"luafile {SCRIPT}",
-            cwd=ws, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 240)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-    check_run(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        run = await run_to_end([nvim.path, "--headless", "-u", "NONE", "-i", "NONE", "-n",
+                                "-c", f"luafile {SCRIPT}"], ws, env, 240)
+    check_run(*run)
     assert prompt.read_text(encoding="utf-8").startswith("---\nmodel: openai/scripted\n")
     assert models.requests > 0
