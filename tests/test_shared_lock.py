@@ -268,7 +268,7 @@ async def test_a_run_whose_lock_is_lost_stops_at_the_step_boundary_and_loses_no_
         def outage(event: Event) -> None:
             if event.kind == "step_finished" and getattr(event, "step", None) == 0:
                 redis_server.stop()  # lost for good: it comes back empty
-                server.latency = 0.5  # step 2 outlasts the lock's 1 s expiry
+                server.latency = 0.8  # step 2 (3 rounds of calls) outlasts the 1 s expiry
 
         held = acquire(laptop, key, str(prompt), expiry=1.0)
         cancel = asyncio.Event()
