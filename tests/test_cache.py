@@ -17,6 +17,7 @@ import pytest
 
 from gpo_engine.llm import LLM
 from gpo_server.cli import main
+from tests.damaged_stores import key_index_page
 from tests.model_server import ModelServer
 from tests.scripted_models import ScriptedModels, write_capitals
 
@@ -213,18 +214,6 @@ def _page(db: Path, number: int) -> None:
         f.write(b"\xff" * 600)
 
 
-def _index_page(db: Path) -> int:
-    import sqlite3
-
-    con = sqlite3.connect(db)
-    try:
-        root: int = con.execute("SELECT rootpage FROM sqlite_master "
-                                "WHERE name = 'Cache_key_raw'").fetchone()[0]
-    finally:
-        con.close()
-    return root - 1  # rootpage counts from 1
-
-
 def _worst_table_page(cache: Path, scratch: Path) -> int:
     """The page whose damage loses the most entries, yet not all of them."""
     import shutil
@@ -296,6 +285,15 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, endpoint: str) -> tuple[P
     return prompt, cache
 
 
+def _copy(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of the pristine cache, `tmp_path/cache`, for one test to damage."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(pristine[1], cache)
+    return cache
+
+
 async def _calls(prompt: Path, cache: Path, capsys: pytest.CaptureFixture[str],
                  endpoint: str) -> tuple[int, list[str]]:
     """Model calls of a --restart run (every answer asked of the cache), and its warnings."""
@@ -313,11 +311,8 @@ async def _calls(prompt: Path, cache: Path, capsys: pytest.CaptureFixture[str],
 async def test_a_damaged_cache_heals_on_the_next_run(
         damage: str, pristine: tuple[Path, Path], endpoint: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
     prompt, source = pristine
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+    cache = _copy(pristine, tmp_path)
     db = _db(cache)
     entries = _rows(db)
     if damage == "garbage pickle":
@@ -328,7 +323,7 @@ async def test_a_damaged_cache_heals_on_the_next_run(
         with open(db, "r+b") as f:
             f.truncate(db.stat().st_size // 2)
     elif damage == "index page":
-        _page(db, _index_page(db))
+        _page(db, key_index_page(db))
     elif damage == "table page":
         _page(db, _worst_table_page(source, tmp_path / "scratch"))
     else:
@@ -356,11 +351,8 @@ async def test_a_damaged_cache_heals_on_the_next_run(
 async def test_damaged_table_rows_are_the_only_ones_asked_for_again(
         pristine: tuple[Path, Path], endpoint: str, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
     prompt, source = pristine
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+    cache = _copy(pristine, tmp_path)
     entries = _rows(_db(cache))
     _page(_db(cache), _worst_table_page(source, tmp_path / "scratch"))
     damaged = entries - _rows(_db(cache))
@@ -371,11 +363,7 @@ async def test_damaged_table_rows_are_the_only_ones_asked_for_again(
 
 def test_info_reports_a_corrupt_store_and_clear_removes_it(
         pristine: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
-    _, source = pristine
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+    cache = _copy(pristine, tmp_path)
     with open(_db(cache), "r+b") as f:
         f.truncate(_db(cache).stat().st_size // 2)
     info = _info(cache, capsys)
@@ -398,14 +386,11 @@ def test_info_reports_a_corrupt_store_and_clear_removes_it(
 def test_clear_works_when_diskcache_cannot_open_the_store(
         pristine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
     import sqlite3
 
     import diskcache
 
-    _, source = pristine
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+    cache = _copy(pristine, tmp_path)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database is locked")
@@ -561,14 +546,11 @@ def test_a_file_system_without_modes_still_caches(tmp_path: Path,
 def test_info_finds_a_damaged_page_and_names_an_unreadable_database(
         pristine: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
     import sqlite3
 
-    _, source = pristine
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+    cache = _copy(pristine, tmp_path)
     # Opens fine; only SQLite's page check sees the damaged index.
-    _page(_db(cache), _index_page(_db(cache)))
+    _page(_db(cache), key_index_page(_db(cache)))
     problem = _info(cache, capsys)["responses"]["problem"]
     assert problem.startswith("corrupt: ") and problem != "corrupt: ok"
 
