@@ -15,6 +15,7 @@ this process) at `--latency-ms` per call, with `gpo.concurrency: --concurrency`:
 
   (a) machine A: an empty disk cache, an empty Redis (`--cache-url`);
   (b) machine B: a new empty disk cache, the Redis machine A filled;
+      (and for scale, machine A again: every answer on its own disk);
   (c) N = 1, 2, 4 processes at once, `--shard I/N` each, every one with an empty
       disk cache and a fresh Redis database per N, then `gpo check --merge` of
       their reports, compared with (a)'s verdicts.
@@ -180,6 +181,10 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Run], dict[st
                                                "--cache-url", url(0))],
                                repo, env, server, scratch))
         print(f"  (b) {runs[-1].wall:.1f} s", file=sys.stderr, flush=True)
+        # For scale: machine A again, every answer on its own disk (no network at all).
+        runs.append(run_checks("a2", [gpo_check("--json", "--cache-dir", str(scratch / "a"),
+                                                "--cache-url", url(0))],
+                               repo, env, server, scratch))
         merged: dict[str, Any] = {}
         for db, count in enumerate(SHARDS, start=1):
             name = f"n{count}"
@@ -215,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     whole = verdicts(runs[0].reports)
     one = next(r for r in runs if r.name == "n1")
     labels = {"a": "(a) machine A: cold disk, empty Redis",
-              "b": "(b) machine B: empty disk, same Redis"}
+              "b": "(b) machine B: empty disk, same Redis",
+              "a2": "machine A again: warm disk"}
     rows = []
     for run in runs:
         same = verdicts(run.reports) == whole
@@ -224,11 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         ideal = max(math.ceil(c / args.concurrency) for c in run.shard_calls()) * latency
         rows.append([labels.get(run.name, f"(c) --shard I/{run.processes}, cold"),
                      run.processes, run.wall, run.server_calls, run.usage("calls"),
-                     run.usage("cache_hits"), run.peak, ideal, run.cpu,
+                     run.usage("cache_hits"), run.peak, ideal,
+                     run.wall / ideal if ideal else float("nan"), run.cpu,
                      one.wall / run.wall if run.name.startswith("n") else float("nan"),
                      "yes" if same else "NO"])
     print(common.table(["run", "processes", "wall s", "model calls (server)", "gpo calls",
-                        "cache hits", "peak in flight", "ideal s", "CPU s",
+                        "cache hits", "peak in flight", "ideal s", "wall / ideal", "CPU s",
                         "speed-up over N=1", "verdicts = (a)"], rows))
     counts: dict[str, int] = {}
     for _, verdict, _ in whole:
@@ -238,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"N={name[1:]} {verdicts([report]) == whole}"
                       for name, report in merged.items()))
     b = next(r for r in runs if r.name == "b")
+    warm = next(r for r in runs if r.name == "a2")
     print(f"machine B: {b.server_calls} model calls, {runs[0].wall / b.wall:.1f}x faster "
-          "than machine A's cold check\n")
+          f"than machine A's cold check; {b.wall / warm.wall:.1f}x the time of machine A "
+          "again on its warm disk\n")
     top = runs[-1]
     print(common.headline(f"cold check over {top.processes} shards, speed-up over 1",
                           one.wall / top.wall,

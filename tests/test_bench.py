@@ -148,12 +148,12 @@ def test_team_quick() -> None:
     require_redis()
     out = run_quick("team.py")
     runs = column(out, 0, "run")
-    assert [r[:3] for r in runs] == ["(a)", "(b)", "(c)", "(c)", "(c)"]
-    assert column(out, 0, "processes") == ["1", "1", "1", "2", "4"]
+    assert [r[:3] for r in runs] == ["(a)", "(b)", "mac", "(c)", "(c)", "(c)"]
+    assert column(out, 0, "processes") == ["1", "1", "1", "1", "2", "4"]
     calls = column(out, 0, "model calls (server)")
-    assert calls[1] == "0"  # machine B: every answer from the Redis machine A filled
-    assert int(calls[0]) > 0 and set(calls[2:]) == {calls[0]}  # every cold check, all of it
-    assert column(out, 0, "cache hits")[1] == calls[0]
-    assert column(out, 0, "verdicts = (a)") == ["yes"] * 5  # shards and --merge agree
+    assert calls[1] == calls[2] == "0"  # machine B: every answer from machine A's Redis
+    assert int(calls[0]) > 0 and set(calls[3:]) == {calls[0]}  # every cold check, all of it
+    assert column(out, 0, "cache hits")[1:3] == [calls[0]] * 2
+    assert column(out, 0, "verdicts = (a)") == ["yes"] * 6  # shards and --merge agree
     assert "N=1 True, N=2 True, N=4 True" in out
     check_headline(out)
