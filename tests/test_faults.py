@@ -30,6 +30,7 @@ from tests.model_server import ModelServer
 from tests.scripted_models import ScriptedModels, write_capitals
 
 ENOSPC_MESSAGE = "no space left on device writing"
+NAMED_BODY = "Name the capital city.\nCountry: {{country}}\n"  # right from the start
 
 
 @pytest.fixture(autouse=True)
@@ -280,19 +281,30 @@ async def test_optimize_write_failure_in_text_mode_shows_the_diff_and_the_error(
     assert f"{ENOSPC_MESSAGE} {prompt}; the file is unchanged" in captured.err
 
 
-async def test_check_update_on_a_full_disk_keeps_the_lock(
-        tmp_path: Path, disk_full: Callable[[int], None],
-        capsys: pytest.CaptureFixture[str]) -> None:
-    prompt = write_capitals(tmp_path / "p", body="Name the capital city.\nCountry: {{country}}\n")
+async def _update_on_a_full_disk(folder: Path, cache: Path, fill: Callable[[], None],
+                                 capsys: pytest.CaptureFixture[str], *flags: str
+                                 ) -> tuple[Path, bytes, int]:
+    """`gpo check --update` on the capitals task in `folder`; then an edit, the output so far
+    dropped, `fill()` taking the disk, and `check --update` again with `flags`. The lock,
+    its bytes before the second run, and that run's exit code."""
+    prompt = write_capitals(folder, body=NAMED_BODY)
     lock = prompt.with_name(prompt.name + ".lock")
     async with ModelServer(answer=ScriptedModels().answer) as server:
-        common = ["--api-base", server.api_base, "--cache-dir", str(tmp_path / "c")]
+        common = ["--api-base", server.api_base, "--cache-dir", str(cache)]
         assert await _gpo("check", "--update", str(prompt), *common) == 0
         before = lock.read_bytes()
         prompt.write_text(prompt.read_text() + "Answer briefly.\n")
+        fill()
         capsys.readouterr()
-        disk_full(10)
-        code = await _gpo("check", "--update", str(prompt), *common, "--json")
+        code = await _gpo("check", "--update", str(prompt), *common, *flags)
+    return lock, before, code
+
+
+async def test_check_update_on_a_full_disk_keeps_the_lock(
+        tmp_path: Path, disk_full: Callable[[int], None],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    lock, before, code = await _update_on_a_full_disk(
+        tmp_path / "p", tmp_path / "c", lambda: disk_full(10), capsys, "--json")
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and lock.read_bytes() == before
     assert out["ok"] is False
@@ -304,7 +316,7 @@ async def test_check_update_on_a_full_disk_keeps_the_lock(
 async def test_junit_report_on_a_full_disk_is_an_error_after_the_results(
         tmp_path: Path, disk_full: Callable[[int], None],
         capsys: pytest.CaptureFixture[str]) -> None:
-    prompt = write_capitals(tmp_path / "p", body="Name the capital city.\nCountry: {{country}}\n")
+    prompt = write_capitals(tmp_path / "p", body=NAMED_BODY)
     junit = tmp_path / "junit.xml"
     junit.write_text("<old/>")
     async with ModelServer(answer=ScriptedModels().answer) as server:
@@ -437,21 +449,13 @@ async def test_real_full_disk_optimize_write_keeps_the_prompt(
 async def test_real_full_disk_check_update_keeps_the_lock(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with _small_tmpfs(tmp_path / "disk") as disk:
-        prompt = write_capitals(disk / "p", body="Name the capital city.\nCountry: {{country}}\n")
-        lock = prompt.with_name(prompt.name + ".lock")
-        async with ModelServer(answer=ScriptedModels().answer) as server:
-            common = ["--api-base", server.api_base, "--cache-dir", str(tmp_path / "c")]
-            assert await _gpo("check", "--update", str(prompt), *common) == 0
-            before = lock.read_bytes()
-            prompt.write_text(prompt.read_text() + "Answer briefly.\n")
-            _fill(disk)
-            capsys.readouterr()
-            code = await _gpo("check", "--update", str(prompt), *common)
+        lock, before, code = await _update_on_a_full_disk(
+            disk / "p", tmp_path / "c", lambda: _fill(disk), capsys)
         captured = capsys.readouterr()
         assert code == 1 and lock.read_bytes() == before
         assert f"{ENOSPC_MESSAGE} {lock}; the file is unchanged" in captured.out
         assert "Traceback" not in captured.err
-        assert _leftovers(prompt.parent) == []
+        assert _leftovers(lock.parent) == []
 
 
 # ------------------------------------------------------------------ --json failures
