@@ -23,16 +23,13 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from gpo_server import runtime
-from tests.model_server import ModelServer
-from tests.scripted_models import GOOD, ScriptedModels, write_capitals
 from tests.test_lsp_server import (
     actions_of,
-    command,
     ended,
     hover_text,
-    open_doc,
+    optimizing,
+    progress_says,
     server_env,
-    session,
     wait_until,
 )
 
@@ -74,18 +71,9 @@ async def take_the_daemon_away(base: Path, how: str) -> None:
 @pytest.mark.parametrize("how", ["stop", "kill"])
 async def test_a_daemon_that_goes_away_is_told_shown_stale_and_recovered(
         short_dir: Path, how: str) -> None:
-    ws = short_dir / "ws"
-    prompt = write_capitals(ws, steps=5, candidates=2)
-    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.2) as models, \
-            session(short_dir, "visual-studio-code", ws, api_base=models.api_base) as client:
-        uri = open_doc(client, prompt)
-        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
-        started = await command(client, "gpo.optimize", uri)
-        first = f"gpo-job-{started['job']}"
-        await wait_until(lambda: any(
-            isinstance(r, types.WorkDoneProgressReport) and r.message
-            and r.message.startswith("step 1/5") for r in reports(client, first)),
-            "the job's first step")
+    async with optimizing(short_dir, "visual-studio-code", steps=5, latency=0.2) as (
+            client, _, uri, first):
+        await progress_says(client, first, "step 1/5")
         assert "Stop optimizing" in [a.title for a in await actions_of(client, uri)]
         old = runtime.read_status(short_dir / "rt")
         assert old is not None

@@ -30,6 +30,7 @@ from gpo_server import runtime
 from gpo_server.client import DaemonClient
 from gpo_server.lsp import plain
 from gpo_server.lsp_progress import end_message, progress_report, score_of
+from tests.layering import imported
 from tests.lsp_samples import NO_VARIABLES_ROW, many_variables
 from tests.model_server import ModelServer
 from tests.scripted_models import GOOD, ScriptedModels, write_capitals
@@ -204,6 +205,30 @@ def ended(client: LanguageClient, prefix: str) -> list[types.WorkDoneProgressEnd
     return [r for r in values if isinstance(r, types.WorkDoneProgressEnd)]
 
 
+@contextlib.asynccontextmanager
+async def optimizing(base: Path, client_name: str, *, steps: int, latency: float
+                     ) -> AsyncIterator[tuple[LanguageClient, Path, str, str]]:
+    """A session on the capitals task in `base/ws` (`steps` steps, 2 candidates), the
+    scripted models answering after `latency` s, with the prompt open, diagnosed and a job
+    started on it: the client, the prompt, its uri and the job's progress token."""
+    ws = base / "ws"
+    prompt = write_capitals(ws, steps=steps, candidates=2)
+    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=latency) as models, \
+            session(base, client_name, ws, api_base=models.api_base) as client:
+        uri = open_doc(client, prompt)
+        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+        started = await command(client, "gpo.optimize", uri)
+        yield client, prompt, uri, f"gpo-job-{started['job']}"
+
+
+async def progress_says(client: LanguageClient, token: str, start: str) -> None:
+    """Wait for a progress report under `token` whose message starts with `start`."""
+    await wait_until(lambda: any(
+        isinstance(r, types.WorkDoneProgressReport) and r.message
+        and r.message.startswith(start)
+        for r in client.progress_reports.get(token, [])), f"progress '{start}'")
+
+
 async def daemon_jobs(base: Path) -> list[dict[str, Any]]:
     status = runtime.read_status(base / "rt")
     assert status is not None, "the language server started no daemon"
@@ -352,15 +377,9 @@ def tokens_in(hover: str) -> int:
 
 async def test_hover_says_scoring_progress_says_t_of_T_and_rescore_counts_tokens(
         short_dir: Path) -> None:
-    ws = short_dir / "ws"
-    prompt = write_capitals(ws, steps=2, candidates=2)
-    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.3) as models, \
-            session(short_dir, "neovim@v0.7.0", ws, api_base=models.api_base) as client:
-        uri = open_doc(client, prompt)
-        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
+    async with optimizing(short_dir, "neovim@v0.7.0", steps=2, latency=0.3) as (
+            client, prompt, uri, token):
         # The job scores the file's text (the buffer) first: "scoring…", not "not yet scored".
-        started = await command(client, "gpo.optimize", uri)
-        token = f"gpo-job-{started['job']}"
         hover = await hover_until(client, uri, "*Scoring…*")
         assert "*Scoring…*: this text is being scored now." in hover
         await wait_until(lambda: ended(client, token), "the job's end")
@@ -397,18 +416,9 @@ async def test_hover_says_scoring_progress_says_t_of_T_and_rescore_counts_tokens
 
 
 async def test_cancelling_the_progress_cancels_the_job(short_dir: Path) -> None:
-    ws = short_dir / "ws"
-    prompt = write_capitals(ws, steps=6, candidates=2)
-    async with ModelServer(answer=ScriptedModels([GOOD]).answer, latency=0.2) as models, \
-            session(short_dir, "neovim@v0.7.0", ws, api_base=models.api_base) as client:
-        uri = open_doc(client, prompt)
-        await wait_until(lambda: uri in client.diagnostics, "diagnostics")
-        started = await command(client, "gpo.optimize", uri)
-        token = f"gpo-job-{started['job']}"
-        await wait_until(lambda: token in client.progress_reports and any(
-            isinstance(r, types.WorkDoneProgressReport) and r.message
-            and r.message.startswith("step 1/6")
-            for r in client.progress_reports[token]), "the job's first step")
+    async with optimizing(short_dir, "neovim@v0.7.0", steps=6, latency=0.2) as (
+            client, _, uri, token):
+        await progress_says(client, token, "step 1/6")
         titles = [a.title for a in await actions_of(client, uri)]
         assert "Stop optimizing" in titles  # the state was refreshed while it runs
         client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
@@ -643,14 +653,10 @@ async def test_a_pathological_document_delays_no_other_and_says_it_took_too_long
 
 
 def test_the_language_server_never_imports_litellm() -> None:
-    code = ("import sys\nimport gpo_server.lsp, gpo_server.cli\n"
-            "from gpo_server.lsp import make_server\nmake_server()\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('litellm', 'llama_cpp', 'openai') or m in ('gpo_engine.llm', 'gpo_engine.task', "
-            "'gpo_engine.optimizer'))\nprint(','.join(bad))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert imported("import gpo_server.lsp, gpo_server.cli\n"
+                    "from gpo_server.lsp import make_server\nmake_server()",
+                    packages=("litellm", "llama_cpp", "openai"),
+                    modules=("gpo_engine.llm", "gpo_engine.task", "gpo_engine.optimizer")) == []
 
 
 def test_startup_defers_the_parsers_and_the_http_client(tmp_path: Path) -> None:
