@@ -15,6 +15,7 @@ import pytest
 import gpo_engine.models
 from gpo_server.cli import main
 from tests.model_server import ModelServer
+from tests.prompt_files import write_prompt
 from tests.scripted_models import (
     GOOD,
     INITIAL_BODY,
@@ -100,10 +101,9 @@ def test_broken_frontmatter_names_file_line_and_column(
 def test_bad_example_rows_are_all_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prompt = tmp_path / "q.prompt"
-    prompt.write_text("---\nmodel: openai/x\n---\nQ: {{q}}\n")
-    (tmp_path / "q.examples.jsonl").write_text(
-        '{"q": "a", "expected": "b"}\n{"q": "a"\n{"expected": "c"}\n{"q": "z"}\n')
+    prompt = write_prompt(tmp_path, "q", "---\nmodel: openai/x\n---\nQ: {{q}}\n",
+                          b'{"q": "a", "expected": "b"}\n{"q": "a"\n{"expected": "c"}\n'
+                          b'{"q": "z"}\n')
     assert main(["eval", str(prompt)]) == 1
     err = " ".join(capsys.readouterr().err.split())
     for line in (2, 3, 4):
