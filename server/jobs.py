@@ -27,7 +27,7 @@ from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.events import Event
 from gpo_engine.llm import LLM, default_cache_dir
 from gpo_engine.optimizer import optimize_task
-from gpo_engine.runlock import PromptBusy, holder, release, try_lock
+from gpo_engine.runlock import PromptBusy, acquire
 from gpo_engine.task import Task, load_task, open_llm, open_store
 from gpo_engine.trajectory import TrajectoryStore, trajectory_key
 from gpo_server.job import (
@@ -290,20 +290,19 @@ class JobRegistry:
         job.usage = llm.usage
         # One run per prompt, across processes: a `gpo optimize` in a terminal holds the
         # same lock, and the job refuses to pay for its steps a second time.
+        # With a shared cache, other machines too (a Redis lock, renewed while the job runs).
         cache = config.cache_dir or default_cache_dir()
         key = trajectory_key(job.task.fingerprint())
         try:
-            lock: int | None = try_lock(cache, key)
-        except OSError as exc:  # a cache dir we cannot write: the store warns as well
-            log.warning("job %s runs without its run lock: %s", job.id, exc)
-            lock = -1
-        if lock is None:
-            busy = PromptBusy(job.path, *holder(cache, key),
-                              hint="start the job again once it has ended")
+            # A thread: taking the shared lock is a Redis round trip (up to 1 s when it hangs).
+            lock = await asyncio.to_thread(acquire, cache, key, job.path,
+                                           hint="start the job again once it has ended")
+        except PromptBusy as busy:
             job.error, job.error_kind = str(busy), "busy"
             job.state = "failed"
             _close_llm(llm)
             return
+        lock.link(job.cancel_event)  # lost mid-run: the job ends at its next step boundary
         store = open_store(config.cache_dir)
         restart = job.restart
         try:
@@ -332,13 +331,16 @@ class JobRegistry:
                     return
                 job.result = result.to_dict()
                 job.step = result.steps_done
+                if lock.lost and not job.cancel_requested:
+                    job.error = f"lost the run lock: {lock.lost}; start the job again to resume"
+                    job.error_kind, job.state = "busy", "failed"
+                    return
                 job.state = "cancelled" if result.stopped == "cancelled" else "finished"
                 return
         finally:
             store.close()
             _close_llm(llm)
-            if lock >= 0:
-                release(lock)
+            lock.release()
 
     async def _back_off(self, job: Job, exc: ModelCallError) -> None:
         delay = self.config.retry.delay(job.failures)

@@ -450,8 +450,6 @@ async def test_a_killed_holder_is_taken_over_after_expiry_with_no_answered_call_
     assert answered - one_run == one_run  # the two machines together: one run's calls
 
 
-@pytest.mark.xfail(strict=True, reason="needs server/commands/optimize.py to link its run "
-                   "lock to optimize_task's cancel (RunLock.link) and to say why it stopped")
 async def test_redis_lost_mid_run_stops_gpo_optimize_cleanly_and_the_outbox_keeps_its_steps(
         tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPO_CACHE_URL", redis_server.url)
@@ -485,11 +483,7 @@ async def test_redis_lost_mid_run_stops_gpo_optimize_cleanly_and_the_outbox_keep
 
 # -- the daemon's jobs ------------------------------------------------------------------
 
-_DAEMON_EDIT = ("needs server/jobs.py to take the run lock with runlock.acquire and link it "
-                "to the job's cancel event (see the report of issue 16's lock)")
 
-
-@pytest.mark.xfail(strict=True, reason=_DAEMON_EDIT)
 async def test_a_daemon_job_on_a_prompt_another_machine_optimizes_fails_naming_it(
         rt_dir: Path, model: ModelServer, tmp_path: Path, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -507,7 +501,6 @@ async def test_a_daemon_job_on_a_prompt_another_machine_optimizes_fails_naming_i
     assert model.requests == 0
 
 
-@pytest.mark.xfail(strict=True, reason=_DAEMON_EDIT)
 async def test_a_daemon_job_that_loses_its_lock_fails_at_the_step_boundary_saying_why(
         rt_dir: Path, model: ModelServer, tmp_path: Path, redis_server: RedisServer,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,36 +52,37 @@ def run(args: argparse.Namespace, err: Console) -> int:
     warn_unsent_config(task, err)
     if args.daemon:
         return _finish(args, err, task, *_start(args, err, task))
-    # One run per prompt: a second one refuses at once, or with --wait waits and then
-    # resumes from the steps the first one saved.
-    with _run_lock(args, err, task):
-        estimate, result = _start(args, err, task)
-    return _finish(args, err, task, estimate, result)
+    # One run per prompt, on this machine and (with a shared cache) across machines: a
+    # second one refuses at once, or with --wait waits and then resumes from the steps
+    # the first one saved.
+    # --write happens under the lock too: a waiting run starts after this file is final.
+    with _run_lock(args, err, task) as held:
+        estimate, result = _start(args, err, task, held)
+        code = _finish(args, err, task, estimate, result)
+    if held.lost:  # it stopped at a step boundary rather than race another machine
+        err.print(Text.assemble(("error", "red"), " ", f"{args.path}: stopped after step "
+                                f"{result.steps_done}: lost its run lock ({held.lost}); run "
+                                "it again to resume"), highlight=False, soft_wrap=True)
+        return EXIT_FAIL
+    return code
 
 
 def _run_lock(args: argparse.Namespace, err: Console, task: Any) -> Any:
-    from gpo_engine.llm import default_cache_dir
-    from gpo_engine.runlock import holder, prompt_lock, release, try_lock
+    from gpo_engine.models import default_cache_dir
+    from gpo_engine.runlock import prompt_lock
     from gpo_engine.trajectory import trajectory_key
 
+    def waiting(who: object) -> None:
+        err.print(f"{args.path} is being optimized by {who}; waiting for it to end",
+                  markup=False, highlight=False, soft_wrap=True)
+
     cache = args.cache_dir or default_cache_dir()
-    key = trajectory_key(task.fingerprint())
-    if args.wait:
-        try:
-            fd = try_lock(cache, key)
-        except OSError:
-            fd = -1  # no lock to wait for: prompt_lock warns and runs unlocked
-        if fd is None:
-            pid, _ = holder(cache, key)
-            who = f"pid {pid}" if pid is not None else "another process"
-            err.print(f"{args.path} is being optimized by {who}; waiting for it to end",
-                      markup=False, highlight=False)
-        elif fd >= 0:
-            release(fd)  # taken again just below (a race lost there just waits)
-    return prompt_lock(cache, key, str(args.path), wait=args.wait)
+    return prompt_lock(cache, trajectory_key(task.fingerprint()), str(args.path),
+                       wait=args.wait, on_wait=waiting)
 
 
-def _start(args: argparse.Namespace, err: Console, task: Any) -> tuple[Any, Any]:
+def _start(args: argparse.Namespace, err: Console, task: Any,
+           held: Any = None) -> tuple[Any, Any]:
     from gpo_engine.optimizer import optimize_task
     from gpo_engine.task import open_llm, open_store
 
@@ -92,10 +93,13 @@ def _start(args: argparse.Namespace, err: Console, task: Any) -> tuple[Any, Any]
         llm = open_llm(task, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                        api_base=args.api_base)
         store = open_store(args.cache_dir)
+        cancel = asyncio.Event()
+        if held is not None:
+            held.link(cancel)  # a run lock lost mid-run ends the run at its next step
         try:
             with progress:
                 return await optimize_task(task, llm, store, on_event=progress.on_event,
-                                           restart=args.restart)
+                                           restart=args.restart, cancel=cancel)
         finally:
             store.close()
             llm.close()
