@@ -7,7 +7,8 @@ consumer never needs to know the optimizer's internals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,17 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> Event | None:
+        """The typed event of a JSON one (a daemon stream's), None for a kind the engine
+        does not emit (the daemon's `state` and `end`); keys the event does not declare
+        (`seq`, `job`, `time`... on every stream event) are skipped."""
+        cls = KINDS.get(str(data.get("kind")))
+        if cls is None:
+            return None
+        names = {f.name for f in dataclasses.fields(cls) if f.name != "kind"}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,10 @@ class JobFailed(Event):
     error: str
     step: int
 
+
+# Every event type by its `kind` (the class attribute is the field's default).
+KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
+    JobStarted, StepStarted, CandidateScored, StepFinished, JobFinished, JobFailed)}
 
 EventSink = Callable[[Event], None]
 

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpo_engine import direction, spend, stats, update
+from gpo_engine import direction, spend, update
 from gpo_engine.errors import GpoError, ModelCallError, SpendLimitReached
 from gpo_engine.evaluate import EvalResult
 from gpo_engine.events import (
@@ -37,6 +37,8 @@ from gpo_engine.leak_guard import LEAK_THRESHOLD
 from gpo_engine.llm import LLM
 from gpo_engine.meta_prompts import Exemplar
 from gpo_engine.meta_style import MetaStyle
+from gpo_engine.offer import GUARD_ALPHA, from_tests, held_out, offer_for
+from gpo_engine.offer import pick as pick_suggestion  # the name callers and tests know
 from gpo_engine.racing import score_candidates
 from gpo_engine.schedule import budget_at, budget_curve
 from gpo_engine.target import Target, structure, structure_change, target_of
@@ -47,15 +49,11 @@ from gpo_engine.trajectory import (
     StepRecord,
     Trajectory,
     TrajectoryStore,
-    same_prompt,
     trajectory_key,
 )
 from gpo_engine.usage import Usage
 
 EXEMPLARS = 3  # examples shown to the optimizer per step (paper: 3)
-# The overfitting guard's significance level: a proposal whose held-out test
-# score is lower than the current prompt's with p below this is withheld.
-GUARD_ALPHA = 0.05
 # Sample indexes of different steps must differ, or a step whose meta-prompt
 # repeats an earlier one would get the very same cached candidates back.
 SAMPLES_PER_STEP = 10_000
@@ -114,6 +112,16 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """What to_dict wrote (a daemon job's `result`); keys a newer gpo added are skipped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("initial_dev", "best_dev", "initial_test", "best_test"):
+            if values.get(key) is not None:
+                values[key] = Summary(**values[key])
+        return cls(**values)
 
 
 async def optimize_task(
@@ -387,22 +395,6 @@ def current_budget(task: Task, steps_done: int) -> int:
                      task.settings.budget)
 
 
-def pick_suggestion(
-    trajectory: Trajectory, file_text: str, budget: int
-) -> tuple[str, float] | None:
-    """Best dev-scoring prompt within `budget` words of the file's text that beats it on dev."""
-    baseline = trajectory.dev_score_of(file_text)
-    best: tuple[str, float] | None = None
-    for text, dev, _ in trajectory.scored():
-        if same_prompt(text, file_text) or update.word_distance(file_text, text) > budget:
-            continue
-        if baseline is not None and dev <= baseline:
-            continue
-        if best is None or dev > best[1]:
-            best = (text, dev)
-    return best
-
-
 async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
                   with_test: bool = True) -> Result:
     best_text, _ = trajectory.best()
@@ -418,23 +410,24 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
         tested[best_text] = await score(task, llm, best_text, test_rows)
         initial_test, best_test = Summary.of(tested[initial_text]), Summary.of(tested[best_text])
     budget = current_budget(task, trajectory.steps_done)
-    suggestion = pick_suggestion(trajectory, task.prompt.body, budget)
-    if suggestion is not None and test_rows and suggestion[0] not in tested:
-        tested[suggestion[0]] = await score(task, llm, suggestion[0], test_rows)
+    picked = pick_suggestion(trajectory, task.prompt.body, budget)
+    if picked is not None and test_rows and picked[0] not in tested:
+        tested[picked[0]] = await score(task, llm, picked[0], test_rows)
     untested = ("stopped before the test split was scored" if task.examples.test
                 else "no test rows")
+    # The suggestion policy (gpo_engine.offer), judged against the text the run started from.
+    offer = offer_for(trajectory, task.prompt.body, budget,
+                      verdict=from_tests(tested, initial_text, untested))
+    rejected = trajectory.rejected()
     guard: dict[str, Any] = {
         "alpha": GUARD_ALPHA,
         "best": held_out_verdict(tested.get(initial_text), tested.get(best_text), untested),
-        "suggestion": ({**held_out_verdict(tested.get(initial_text),
-                                           tested.get(suggestion[0]), untested),
-                        "text": suggestion[0]} if suggestion else None),
+        "suggestion": ({**offer.verdict.to_json(), "text": offer.text} if offer else None),
         "leak_threshold": LEAK_THRESHOLD,
+        "leaks_dropped": rejected.get("leak", 0),
     }
-    if guard["suggestion"] is not None and guard["suggestion"]["verdict"] == "worse":
-        suggestion = None  # withheld: it would likely make the file worse on unseen rows
-    rejected = trajectory.rejected()
-    guard["leaks_dropped"] = rejected.get("leak", 0)
+    # A withheld offer would likely make the file worse on unseen rows: not suggested.
+    suggestion = offer if offer is not None and not offer.withheld else None
     return Result(
         path=str(task.path), task_model=task.task_model, optimizer_model=task.optimizer_model,
         total_steps=task.settings.steps, steps_done=trajectory.steps_done,
@@ -443,26 +436,14 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
         initial_dev=Summary.of(initial_dev), best_dev=Summary.of(best_dev),
         initial_test=initial_test, best_test=best_test,
         distance=update.word_distance(initial_text, best_text),
-        suggestion=suggestion[0] if suggestion else None,
-        suggestion_distance=(update.word_distance(task.prompt.body, suggestion[0])
-                             if suggestion else None),
+        suggestion=suggestion.text if suggestion else None,
+        suggestion_distance=suggestion.distance if suggestion else None,
         current_budget=budget, usage=llm.usage.to_dict(), stopped=stopped, rejected=rejected,
         guard=guard)
 
 
 def held_out_verdict(before: EvalResult | None, after: EvalResult | None,
-                 untested: str) -> dict[str, Any]:
-    """Whether `after` (a proposal) is significantly worse than `before` (the current
-    prompt) on the held-out test rows, by a paired test on per-example outcomes.
-
-    verdict: "ok" (not significantly worse), "worse" (withhold it), or
-    "untested" (no test outcomes; `untested` says why).
-    """
-    if before is None or after is None:
-        return {"verdict": "untested", "reason": untested}
-    paired = stats.paired_test(_outcomes(before), _outcomes(after), GUARD_ALPHA)
-    return {"verdict": "worse" if paired.regression else "ok",
-            "delta": round(paired.delta, 2), "p_value": round(paired.p_value, 4),
-            "n": paired.n, "method": paired.method, "wins": paired.wins,
-            "losses": paired.losses}
-
+                     untested: str) -> dict[str, Any]:
+    """gpo_engine.offer.held_out in the JSON form Result.guard holds: "ok" (not
+    significantly worse), "worse" (withhold it) or "untested" (`untested` says why)."""
+    return held_out(before, after, untested).to_json()

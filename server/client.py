@@ -12,7 +12,6 @@ imports litellm, nor anything of gpo_engine that does (task, llm, optimizer).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -241,13 +240,6 @@ async def connect(directory: Path | None = None, *, start: bool = True,
 def event_object(data: dict[str, Any]) -> Any:
     """The engine's typed event for a stream event (None for daemon-only kinds like `state`),
     so a consumer written for in-process events (the CLI's progress bar) works unchanged."""
-    from gpo_engine import events  # light: no model layer
+    from gpo_engine.events import Event  # light: no model layer
 
-    kinds = {"job_started": events.JobStarted, "step_started": events.StepStarted,
-             "candidate_scored": events.CandidateScored, "step_finished": events.StepFinished,
-             "job_finished": events.JobFinished, "job_failed": events.JobFailed}
-    cls = kinds.get(str(data.get("kind")))
-    if cls is None:
-        return None
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "kind"}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return Event.from_dict(data)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gpo_engine.offer import Score, Verdict
 from gpo_engine.stats import held_out_words
 from gpo_server.lsp_actions import apply_title, format_gain
 from gpo_server.lsp_diagnostics import KEY_HINT
 from gpo_server.lsp_link import DOWN_LINE
-from gpo_server.prompt_state import Guard, Job, PromptState, Summary, same_prompt
+from gpo_server.prompt_state import Job, PromptState, same_prompt
 
 if TYPE_CHECKING:
     from gpo_engine.examples import Example
@@ -40,12 +41,12 @@ def _score(value: float) -> str:
     return f"{value:.1f}"
 
 
-def format_summary(summary: Summary) -> str:
+def format_summary(summary: Score) -> str:
     """'72.5 (n=40, 95% CI 57.1-84.3)'; the interval is left out when unknown."""
     parts = [f"n={summary.n}"]
     if summary.low is not None and summary.high is not None:
         parts.append(f"95% CI {_score(summary.low)}–{_score(summary.high)}")
-    return f"**{_score(summary.score)}** ({', '.join(parts)})"
+    return f"**{_score(summary.value)}** ({', '.join(parts)})"
 
 
 def format_spend(cost: float, unknown_price: bool) -> str:
@@ -63,7 +64,7 @@ _REASONS = {"leak": "copied training text (leak)", "over_budget": "over the word
             "lost_structure": "lost a role marker, partial or helper"}
 
 
-def format_guard(guard: Guard) -> str:
+def format_guard(guard: Verdict) -> str:
     """The held-out verdict in words, with the paired test's numbers when known."""
     if guard.verdict == "untested":
         return f"not tested on held-out rows ({guard.reason or 'no test outcomes yet'})"
@@ -171,9 +172,9 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
             relation = (
                 " (this text)"
                 if best is current
-                else f" ({format_gain(best.dev.score - current.dev.score)} pts)"
+                else f" ({format_gain(best.dev.value - current.dev.value)} pts)"
             )
-        lines.append(f"- best in trajectory: **{_score(best.dev.score)}** dev, {where}{relation}")
+        lines.append(f"- best in trajectory: **{_score(best.dev.value)}** dev, {where}{relation}")
     if state.history:
         oldest, newest = state.history[0], state.history[-1]
         lines.append(
@@ -183,12 +184,11 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
     suggestion = state.suggestion_for(body)
     if suggestion is not None:
         lines.append(f"- ready: {apply_title(suggestion, state.budget)}")
-        if suggestion.guard is not None:
-            lines.append(f"- held-out check: {format_guard(suggestion.guard)}")
+        lines.append(f"- held-out check: {format_guard(suggestion.verdict)}")
     withheld = state.withheld
-    if withheld is not None and same_prompt(withheld.base, body) and withheld.guard:
+    if withheld is not None and same_prompt(withheld.base, body):
         lines.append(f"- withheld: a prompt {format_gain(withheld.gain)} pts on dev is "
-                     f"{format_guard(withheld.guard)}: it overfits the dev rows")
+                     f"{format_guard(withheld.verdict)}: it overfits the dev rows")
     if state.rejected:
         dropped = ", ".join(f"{count} {_REASONS.get(reason, reason)}"
                             for reason, count in state.rejected)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from gpo_server.job_states import ACTIVE, is_retrying
 from gpo_server.lsp_daemon import daemon_text, key
 from gpo_server.lsp_documents import read_lossy
 from gpo_server.lsp_hover import scoring_now
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from gpo_server.lsp_open_documents import OpenDocument
 
 CONFIG_TIMEOUT = 5.0  # seconds to wait for the client to create a progress token
-ACTIVE_STATES = ("queued", "running", "waiting", "failing")
 
 
 class Jobs:
@@ -123,7 +123,7 @@ class Jobs:
         link = self.server.daemon
         name = key(require_file(doc))
         jobs = await link.call(lambda c: c.jobs())
-        active = [j for j in jobs if j.get("path") == name and j.get("state") in ACTIVE_STATES]
+        active = [j for j in jobs if j.get("path") == name and j.get("state") in ACTIVE]
         if not active:
             return None
         job = await link.call(lambda c: c.cancel(str(active[-1]["id"])))
@@ -215,7 +215,7 @@ def progress_report(event: Mapping[str, Any], known_total: int = 0
 
     if kind == "state":
         state = str(event.get("state"))
-        if state in ("waiting", "failing"):
+        if is_retrying(state):
             return f"{state}: {event.get('error') or 'model calls fail'}; retrying", None
         return (state, None) if state in ("queued", "running") else None
     if kind == "job_started":

@@ -80,23 +80,23 @@ naming it, so a bad answer is reported instead of half-shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from gpo_engine.offer import Verdict, normalize, same_prompt
+from gpo_engine.offer import Offer, Score, Verdict, normalize, same_prompt
 from gpo_server.job_states import STATUSES, is_active, is_retrying
 
 STATE_VERSION = 1
+T = TypeVar("T")
 JOB_STATUSES = STATUSES
 
 
-@dataclass(frozen=True)
-class Summary:
-    score: float  # 0-100
-    n: int
-    low: float | None = None
-    high: float | None = None
+# A score with its interval, the held-out verdict and the suggestion: the engine's types,
+# read with their own from_json (gpo_engine.offer).
+Summary = Score
+Guard = Verdict
+Suggestion = Offer
 
 
 @dataclass(frozen=True)
@@ -105,22 +105,6 @@ class ScoredPrompt:
     step: int
     dev: Summary
     test: Summary | None = None
-
-
-# The overfitting guard's held-out verdict on a suggestion: the engine's type, read with
-# its own from_json.
-Guard = Verdict
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    text: str
-    base: str
-    dev: Summary
-    test: Summary | None
-    gain: float
-    distance: int
-    guard: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -188,7 +172,7 @@ class PromptState:
         """Highest dev score; on a tie the earliest, as Trajectory.best() decides."""
         if not self.scored:
             return None
-        return max(self.scored, key=lambda item: (item.dev.score, -item.step))
+        return max(self.scored, key=lambda item: (item.dev.value, -item.step))
 
     def suggestion_for(self, body: str) -> Suggestion | None:
         """The suggestion if it was picked against `body` and still changes it.
@@ -237,16 +221,16 @@ def _mapping(value: Any, name: str) -> Mapping[str, Any]:
     return value
 
 
+def _engine(read: Callable[[Any, str], T], value: Any, name: str) -> T:
+    """An engine type's from_json, its errors said as the prompt state's."""
+    try:
+        return read(value, name)
+    except ValueError as exc:
+        raise ValueError(f"prompt state: {exc}") from None
+
+
 def _summary(value: Any, name: str) -> Summary:
-    data = _mapping(value, name)
-    low = data.get("low")
-    high = data.get("high")
-    return Summary(
-        score=_number(_get(data, "score", f"{name}."), f"{name}.score"),
-        n=_int(_get(data, "n", f"{name}."), f"{name}.n"),
-        low=None if low is None else _number(low, f"{name}.low"),
-        high=None if high is None else _number(high, f"{name}.high"),
-    )
+    return _engine(Score.from_json, value, name)
 
 
 def _optional_summary(value: Any, name: str) -> Summary | None:
@@ -265,27 +249,7 @@ def _scored(value: Any, index: int) -> ScoredPrompt:
 
 
 def _suggestion(value: Any, name: str = "suggestion") -> Suggestion | None:
-    if value is None:
-        return None
-    data = _mapping(value, name)
-    return Suggestion(
-        text=_text(_get(data, "text", f"{name}."), f"{name}.text"),
-        base=_text(_get(data, "base", f"{name}."), f"{name}.base"),
-        dev=_summary(_get(data, "dev", f"{name}."), f"{name}.dev"),
-        test=_optional_summary(data.get("test"), f"{name}.test"),
-        gain=_number(_get(data, "gain", f"{name}."), f"{name}.gain"),
-        distance=_int(_get(data, "distance", f"{name}."), f"{name}.distance"),
-        guard=_guard(data.get("guard"), f"{name}.guard"),
-    )
-
-
-def _guard(value: Any, name: str) -> Guard | None:
-    if value is None:
-        return None
-    try:
-        return Verdict.from_json(value, name)
-    except ValueError as exc:
-        raise ValueError(f"prompt state: {exc}") from None
+    return None if value is None else _engine(Offer.from_json, value, name)
 
 
 def _rejected(value: Any) -> tuple[tuple[str, int], ...]:

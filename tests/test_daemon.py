@@ -507,7 +507,7 @@ async def test_the_state_answers_for_the_buffers_text(
         # Typed, the buffer's scores are in the state itself: nothing for a client to merge.
         typed = parse_state(state)
         assert typed.base == state["base"] and typed.text == unmeasured["text"]
-        assert typed.current.dev is not None and typed.current.dev.score == 100.0
+        assert typed.current.dev is not None and typed.current.dev.value == 100.0
         found = typed.lookup(buffer)
         assert found is not None and found.dev == typed.current.dev
         # Measured once: asking again makes no model call.

@@ -75,7 +75,7 @@ def test_the_guard_is_the_engines_verdict() -> None:
     data = state_dict()
     data["suggestion"]["guard"] = guard.to_json()
     state = parse_state(data)
-    assert state.suggestion is not None and state.suggestion.guard == guard
+    assert state.suggestion is not None and state.suggestion.verdict == guard
 
 
 def test_missing_top_level_key_is_named() -> None:

@@ -194,7 +194,7 @@ def optimize_via_daemon(args: argparse.Namespace, err: Console,
     """Run `gpo optimize` as a daemon job (joining the file's running one, if any),
     feeding `on_event` the same typed events an in-process run emits. Returns the
     engine's Result; raises GpoError when the job fails or is cancelled."""
-    from gpo_engine.optimizer import Result, Summary
+    from gpo_engine.optimizer import Result
 
     if getattr(args, "no_cache", False):
         err.print("[yellow]--no-cache is ignored with --daemon: the daemon always caches"
@@ -227,11 +227,4 @@ def optimize_via_daemon(args: argparse.Namespace, err: Console,
     if job["state"] != "finished" and not job.get("result"):
         why = job["error"] or "no result"
         raise GpoError(f"the daemon's job {job['id']} {job['state']}: {why}")
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(Result)}  # a newer daemon may add keys
-    data = {k: v for k, v in job["result"].items() if k in known}
-    for key in ("initial_dev", "best_dev", "initial_test", "best_test"):
-        if data.get(key) is not None:
-            data[key] = Summary(**data[key])
-    return Result(**data)
+    return Result.from_dict(job["result"])
