@@ -352,16 +352,3 @@ def _price(response: Any, model: str) -> float | None:
         _UNPRICED.add(model)
         return None
 
-
-# -- Re-exports while the session's other modules still import these names from here
-# (issue 15 step 4). Delete this block once they import from gpo_engine.models,
-# gpo_engine.response_cache and gpo_engine.usage.
-from .models import DEFAULT_LOCAL_MODEL as DEFAULT_LOCAL_MODEL  # noqa: E402
-from .models import LOCAL_INSTALL_COMMAND as LOCAL_INSTALL_COMMAND  # noqa: E402
-from .models import default_cache_dir as default_cache_dir  # noqa: E402
-from .models import local_model_available as local_model_available  # noqa: E402
-from .models import resolve_model as resolve_model  # noqa: E402
-from .models import supported_params as supported_params  # noqa: E402
-from .models import supports_response_schema as supports_response_schema  # noqa: E402
-from .response_cache import RESPONSES_DIR as RESPONSES_DIR  # noqa: E402
-from .usage import Usage as Usage  # noqa: E402

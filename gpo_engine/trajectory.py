@@ -70,7 +70,7 @@ class Trajectory:
     steps: list[StepRecord] = field(default_factory=list)
     # Per-prompt dev outcomes (uid -> 0..1) for the paired tests done on results.
     dev_outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
-    # What the optimization has spent so far over all its runs (llm.Usage.to_dict form).
+    # What the optimization has spent so far over all its runs (usage.Usage.to_dict form).
     usage: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -260,7 +260,7 @@ def outcome_problems(outcomes: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 
 def usage_problems(usage: Mapping[str, Any]) -> list[str]:
-    """A usage record (llm.Usage.to_dict) that Usage.from_dict can read back: per model,
+    """A usage record (usage.Usage.to_dict) that Usage.from_dict can read back: per model,
     every known field of the declared type, counts and dollars 0 or more."""
     from gpo_engine.usage import ModelUsage
 

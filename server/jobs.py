@@ -25,7 +25,8 @@ from typing import Any
 
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
 from gpo_engine.events import Event
-from gpo_engine.llm import LLM, default_cache_dir
+from gpo_engine.llm import LLM
+from gpo_engine.models import default_cache_dir
 from gpo_engine.optimizer import optimize_task
 from gpo_engine.runlock import PromptBusy, acquire
 from gpo_engine.task import Task, load_task, open_llm, open_store

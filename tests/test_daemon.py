@@ -680,7 +680,7 @@ async def test_idle_timeout_waits_for_running_jobs(
 async def test_a_job_on_a_prompt_another_process_optimizes_fails_and_pays_nothing(
         rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
     """The daemon's jobs share `gpo optimize`'s run lock per prompt."""
-    from gpo_engine.llm import default_cache_dir
+    from gpo_engine.models import default_cache_dir
     from gpo_engine.runlock import release, try_lock
 
     prompt = write_task(tmp_path / "ws", steps=1)
