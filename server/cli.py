@@ -36,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _shared_cache(args)
         code: int = args.run(args, err)
         return code
+    except BrokenPipeError:
+        # The reader went away (`gpo check --json | head`): nothing more can be said on
+        # stdout, and Python's flush at exit would print a traceback; point it at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
     except SourceError as exc:
         for problem in exc.problems:
             _say(err or _stderr(), problem.severity, str(problem))
