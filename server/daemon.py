@@ -31,19 +31,24 @@ from gpo_server import runtime
 from gpo_server.daemon_requests import guard
 from gpo_server.daemon_routes import add_routes
 from gpo_server.daemon_state import STATE, DaemonConfig, DaemonState, load_roots
-from gpo_server.jobs import JobRegistry, RunnerConfig
+from gpo_server.jobs import JobRegistry, LLMOpener, RunnerConfig
 from gpo_server.prompt_state_builder import prompt_state
 
 log = logging.getLogger("gpo.daemon")
 
 
-def make_app(config: DaemonConfig, token: str | None = None) -> web.Application:
-    """The daemon's application; jobs saved by an earlier daemon resume on startup."""
+def make_app(config: DaemonConfig, token: str | None = None, *,
+             open_llm: LLMOpener | None = None) -> web.Application:
+    """The daemon's application; jobs saved by an earlier daemon resume on startup.
+
+    open_llm: how a task's model layer is opened, for the jobs and the scoring routes
+    (default: with the config's cache directory and endpoint)."""
     state_file = config.runtime_dir / runtime.JOBS_NAME
     registry = JobRegistry(RunnerConfig(
-        cache_dir=config.cache_dir, api_base=config.api_base, call_retries=config.call_retries,
-        retry=config.retry, max_running=config.max_running, state_file=state_file))
-    state = DaemonState(config, registry, token=token)
+        cache_dir=config.cache_dir, api_base=config.api_base,
+        retry=config.retry, max_running=config.max_running, state_file=state_file),
+        open_llm=open_llm)
+    state = DaemonState(config, registry, registry.open_llm, token=token)
     app = web.Application(middlewares=[guard], client_max_size=config.max_body)
     app[STATE] = state
     add_routes(app)
@@ -72,13 +77,14 @@ async def _close_jobs(app: web.Application) -> None:
 
 
 async def serve(config: DaemonConfig, *, handle_signals: bool = False,
-                ready: Callable[[runtime.Status], None] | None = None) -> None:
+                ready: Callable[[runtime.Status], None] | None = None,
+                open_llm: LLMOpener | None = None) -> None:
     """Serve until /shutdown, SIGTERM/SIGINT (when handle_signals) or the idle timeout."""
     directory = runtime.ensure_runtime_dir(config.runtime_dir)
     config = dataclasses.replace(config, runtime_dir=directory)
     with runtime.daemon_lock(directory):
         token = runtime.new_token(directory) if config.tcp else None
-        app = make_app(config, token)
+        app = make_app(config, token, open_llm=open_llm)
         state = app[STATE]
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

@@ -17,7 +17,7 @@ from gpo_engine import __version__
 from gpo_engine.errors import GpoError, ModelCallError
 from gpo_engine.evaluate import EvalResult
 from gpo_engine.offer import Score
-from gpo_engine.task import Task, open_llm, score
+from gpo_engine.task import Task, score
 from gpo_engine.template import template_error
 from gpo_engine.trajectory import trajectory_key
 from gpo_engine.usage import Usage
@@ -250,9 +250,7 @@ async def measure_text(state: DaemonState, path: Path, task: Task, text: str,
     problem = template_error(text)
     if problem is not None:
         raise ApiError(422, "bad_template", f"the prompt text is not a valid template: {problem}")
-    llm = open_llm(task, cache_dir=state.config.cache_dir, api_base=state.config.api_base)
-    if state.config.call_retries is not None:
-        llm.max_retries = state.config.call_retries
+    llm = state.open_llm(task)
     try:
         results: dict[str, EvalResult] = {}
         for split in splits:

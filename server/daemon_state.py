@@ -24,7 +24,7 @@ from gpo_engine.errors import ConfigError
 from gpo_engine.offer import Score
 from gpo_engine.usage import Usage
 from gpo_server import runtime
-from gpo_server.jobs import JobRegistry, RetryPolicy
+from gpo_server.jobs import JobRegistry, LLMOpener, RetryPolicy
 
 log = logging.getLogger("gpo.daemon")
 
@@ -49,7 +49,6 @@ class DaemonConfig:
     tcp: bool = False
     max_body: int = DEFAULT_MAX_BODY
     max_running: int = 4
-    call_retries: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -73,6 +72,7 @@ class DaemonConfig:
 class DaemonState:
     config: DaemonConfig
     registry: JobRegistry
+    open_llm: LLMOpener  # the model layer for a task: the jobs' and the scoring routes'
     token: str | None = None
     address: str = ""
     started: float = field(default_factory=time.time)

@@ -36,7 +36,6 @@ class RetryPolicy:
 class RunnerConfig:
     cache_dir: Path | None = None  # None: the engine's default ($GPO_CACHE_DIR, ~/.cache/gpo)
     api_base: str | None = None  # every model call goes to this endpoint when set
-    call_retries: int | None = None  # the llm layer's retries per call; None: its default
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_running: int = 4  # jobs optimizing at once; the rest wait in `queued`
     state_file: Path | None = None  # where active jobs are kept for a restart

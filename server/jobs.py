@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gpo_engine.errors import ConfigError, GpoError, ModelCallError, SourceError
@@ -54,18 +56,26 @@ KEEP_FINISHED = 24 * 3600.0  # seconds a finished job is still listed after a da
 
 
 TaskLoader = Callable[[str, dict[str, Any]], Task]
+LLMOpener = Callable[[Task], LLM]  # the model layer for a task's settings
 
 
 def default_loader(path: str, overrides: dict[str, Any]) -> Task:
     return load_task(path, **overrides)
 
 
+def llm_opener(cache_dir: Path | None, api_base: str | None) -> LLMOpener:
+    """Opens a task's model layer with the daemon's cache and endpoint."""
+    return functools.partial(open_llm, cache_dir=cache_dir, api_base=api_base)
+
+
 class JobRegistry:
     """Every job of this daemon, by id, with at most one active job per file."""
 
-    def __init__(self, config: RunnerConfig, loader: TaskLoader = default_loader) -> None:
+    def __init__(self, config: RunnerConfig, loader: TaskLoader = default_loader,
+                 open_llm: LLMOpener | None = None) -> None:
         self.config = config
         self._loader = loader
+        self.open_llm = open_llm or llm_opener(config.cache_dir, config.api_base)
         self._jobs: dict[str, Job] = {}
         self._active_by_path: dict[str, str] = {}
         self._slots = asyncio.Semaphore(max(1, config.max_running))
@@ -285,9 +295,7 @@ class JobRegistry:
     async def _attempts(self, job: Job) -> None:
         config = self.config
         assert job.task is not None  # only a job read back finished has none, never run
-        llm = open_llm(job.task, cache_dir=config.cache_dir, api_base=config.api_base)
-        if config.call_retries is not None:
-            llm.max_retries = config.call_retries
+        llm = self.open_llm(job.task)
         job.usage = llm.usage
         # One run per prompt, across processes: a `gpo optimize` in a terminal holds the
         # same lock, and the job refuses to pay for its steps a second time.

@@ -18,7 +18,7 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,13 @@ import pytest
 from model_server import Fault, ModelServer
 
 from gpo_engine.events import StepFinished
-from gpo_engine.task import load_task, open_store
+from gpo_engine.llm import LLM
+from gpo_engine.task import Task, load_task, open_store
 from gpo_engine.trajectory import trajectory_key
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, event_object
 from gpo_server.daemon import DaemonConfig, make_app, serve
-from gpo_server.jobs import RetryPolicy
+from gpo_server.jobs import RetryPolicy, llm_opener
 from gpo_server.prompt_state import parse_state
 
 REVIEWS = [
@@ -95,18 +96,28 @@ async def model() -> AsyncIterator[ModelServer]:
 
 def config_for(rt_dir: Path, model: ModelServer, **changes: Any) -> DaemonConfig:
     values: dict[str, Any] = {"api_base": model.api_base, "idle_timeout": 0,
-                              "call_retries": 0,
                               "retry": RetryPolicy(base=0.1, cap=0.5, attempts=1000)}
     values.update(changes)
     return DaemonConfig(runtime_dir=rt_dir, **values)
 
 
+def retrying(config: DaemonConfig, retries: int) -> Callable[[Task], LLM]:
+    """Opens a task's model layer as the daemon does, with `retries` retries per call."""
+    def open_llm(task: Task) -> LLM:
+        llm = llm_opener(config.cache_dir, config.api_base)(task)
+        llm.max_retries = retries
+        return llm
+    return open_llm
+
+
 @contextlib.asynccontextmanager
-async def daemon(config: DaemonConfig,
-                 roots: tuple[Path, ...] = ()) -> AsyncIterator[tuple[DaemonClient, Any]]:
-    """`serve` in this loop; yields a connected client and the serving task."""
+async def daemon(config: DaemonConfig, roots: tuple[Path, ...] = (),
+                 retries: int = 0) -> AsyncIterator[tuple[DaemonClient, Any]]:
+    """`serve` in this loop, its model calls retried `retries` times (none: a fault
+    is seen at once); yields a connected client and the serving task."""
     ready: asyncio.Future[runtime.Status] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, ready=ready.set_result))
+    task = asyncio.create_task(serve(config, ready=ready.set_result,
+                                     open_llm=retrying(config, retries)))
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()  # raises what stopped it
@@ -483,6 +494,31 @@ async def test_evaluate_a_text_against_the_file_examples(
             better["usage"]["prompt_tokens"]
 
 
+async def test_jobs_and_scoring_open_their_model_layer_through_the_injected_opener(
+        rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
+    """serve(open_llm=...): one factory for the jobs and the scoring routes."""
+    prompt = write_task(tmp_path / "ws", steps=1)
+    config = config_for(rt_dir, model)
+    opened: list[LLM] = []
+
+    def open_llm(task: Task) -> LLM:
+        opened.append(retrying(config, 0)(task))
+        return opened[-1]
+
+    ready: asyncio.Future[runtime.Status] = asyncio.get_running_loop().create_future()
+    served = asyncio.create_task(serve(config, ready=ready.set_result, open_llm=open_llm))
+    await asyncio.wait({served, ready}, return_when=asyncio.FIRST_COMPLETED)
+    async with DaemonClient.for_status(ready.result(), config.runtime_dir) as client:
+        await client.register_roots([tmp_path / "ws"])
+        await client.evaluate(prompt, splits=["dev"])
+        assert len(opened) == 1 and opened[0].usage.calls == 4
+        job, _ = await client.create_job(prompt)
+        assert (await client.wait(job["id"]))["state"] == "finished"
+        assert len(opened) == 2 and opened[1].usage.calls > 0
+        await client.shutdown()
+    await asyncio.wait_for(served, 30)
+
+
 async def test_the_state_answers_for_the_buffers_text(
         rt_dir: Path, model: ModelServer, tmp_path: Path) -> None:
     """POST /v1/prompts {path, text, measure}: the buffer's scores (measured once, then
@@ -622,8 +658,8 @@ async def test_a_missing_api_key_fails_the_job_at_once_saying_what_to_set(
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("GPO_DIRECT", "1" if path == "direct" else "0")
     prompt = write_task(tmp_path / "ws", steps=2)
-    config = config_for(rt_dir, model, api_base=None, call_retries=3)
-    async with daemon(config, roots=(tmp_path / "ws",)) as (client, _):
+    config = config_for(rt_dir, model, api_base=None)
+    async with daemon(config, roots=(tmp_path / "ws",), retries=3) as (client, _):
         job, _ = await client.create_job(prompt, {"model": "openai/gpt-4o-mini"})
         states = [e.get("state") async for e in client.events(job["id"]) if e["kind"] == "state"]
         done = await client.job(job["id"])
