@@ -28,9 +28,7 @@ from gpo_server.client import DaemonClient
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 

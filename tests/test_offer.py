@@ -3,10 +3,6 @@ which prompt is offered within the word budget, and its held-out verdict."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from gpo_engine.evaluate import EvalResult, Outcome, confidence_interval
@@ -22,8 +18,7 @@ from gpo_engine.offer import (
     same_prompt,
 )
 from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.layering import imported
 
 
 def _result(scores: list[float]) -> EvalResult:
@@ -214,11 +209,7 @@ def test_a_crlf_copy_of_the_file_is_the_same_prompt() -> None:
 
 def test_the_offer_module_stays_light() -> None:
     """The language server reads these types: no model layer, rapidfuzz or diskcache."""
-    code = ("import sys, gpo_engine.offer\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('litellm', 'rapidfuzz', 'diskcache', 'aiohttp') or m in "
-            "('gpo_engine.llm', 'gpo_engine.trajectory', 'gpo_engine.evaluate'))\n"
-            "print(','.join(bad))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert imported("import gpo_engine.offer",
+                    packages=("litellm", "rapidfuzz", "diskcache", "aiohttp"),
+                    modules=("gpo_engine.llm", "gpo_engine.trajectory",
+                             "gpo_engine.evaluate")) == []

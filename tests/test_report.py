@@ -31,6 +31,7 @@ from gpo_engine.trajectory import CandidateRecord, StepRecord, Trajectory
 from gpo_server.cli import main
 from gpo_server.report_html import build_report, render_html
 from tests.model_server import ModelServer
+from tests.prompt_files import write_prompt
 
 # ------------------------------------------------------------------ helpers
 
@@ -256,17 +257,14 @@ def _answer(messages: list[dict[str, Any]]) -> str:
 
 
 def _write_task(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    prompt = folder / "capitals.prompt"
-    prompt.write_text(f"---\nmodel: openai/scripted\ngpo.metric: contains\ngpo.steps: {STEPS}\n"
-                      "gpo.candidates: 3\ngpo.batch_size: 4\ngpo.race_size: 2\n---\n"
-                      "Tell me about {{country}}.\nAnswer:\n", encoding="utf-8")
     splits = ["train", "dev", "test"]
-    rows = [{"country": c, "expected": city, "split": splits[i % 3]}
-            for i, (c, city) in enumerate(CAPITALS.items())]
-    (folder / "capitals.examples.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return prompt
+    return write_prompt(
+        folder, "capitals",
+        f"---\nmodel: openai/scripted\ngpo.metric: contains\ngpo.steps: {STEPS}\n"
+        "gpo.candidates: 3\ngpo.batch_size: 4\ngpo.race_size: 2\n---\n"
+        "Tell me about {{country}}.\nAnswer:\n",
+        [{"country": c, "expected": city, "split": splits[i % 3]}
+         for i, (c, city) in enumerate(CAPITALS.items())])
 
 
 class _ServerThread:

@@ -17,9 +17,7 @@ from tests.scripted_models import GOOD, ScriptedModels, run_task, write_capitals
 __all__ = ["redis_server"]
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 async def test_a_redis_outage_mid_run_loses_no_step_for_another_machine(
