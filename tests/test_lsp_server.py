@@ -652,10 +652,10 @@ async def test_a_pathological_document_delays_no_other_and_says_it_took_too_long
 # The server never loads the model layer, and the pure conversions
 
 
-def test_the_language_server_never_imports_litellm() -> None:
+def test_the_language_server_never_imports_litellm_or_redis() -> None:
     assert imported("import gpo_server.lsp, gpo_server.cli\n"
                     "from gpo_server.lsp import make_server\nmake_server()",
-                    packages=("litellm", "llama_cpp", "openai"),
+                    packages=("litellm", "llama_cpp", "openai", "redis"),
                     modules=("gpo_engine.llm", "gpo_engine.task", "gpo_engine.optimizer")) == []
 
 
