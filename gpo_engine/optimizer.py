@@ -16,7 +16,6 @@ import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gpo_engine import direction, spend, update
@@ -146,19 +145,12 @@ async def optimize_task(
     # Spend of the earlier runs of this trajectory, to the last call (a resumed
     # run adds to it); every call of this run is journaled as it goes.
     saved = Usage.from_dict(trajectory.usage) if trajectory else None
-    spent = spend.for_job(_store_dir(store), key, saved, llm.usage, restart=restart)
+    spent = spend.for_job(store.directory, key, saved, llm.usage, restart=restart)
     llm.record_spend(spent)
     try:
         return await _optimize(task, llm, store, trajectory, spent, on_event, cancel)
     finally:
         llm.stop_recording()
-
-
-def _store_dir(store: TrajectoryStore) -> Path | None:
-    # Until TrajectoryStore names its folder: its DiskStore's (None when unusable).
-    directory = getattr(store, "directory", None) or getattr(
-        getattr(store, "_store", None), "directory", None)
-    return Path(directory) if directory is not None else None
 
 
 async def _optimize(task: Task, llm: LLM, store: TrajectoryStore,

@@ -379,6 +379,8 @@ class TrajectoryStore:
         except (OSError, sqlite3.Error) as exc:  # read-only or full disk: run without resume
             warnings.warn(f"trajectory store unavailable at {directory}: {exc}", stacklevel=2)
             self._store = None
+        # Its folder (the spend journal lives beside it); None when it could not be opened.
+        self.directory: Path | None = directory if self._store is not None else None
 
     def load(self, key: str) -> Trajectory | None:
         if self._store is None:

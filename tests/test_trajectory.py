@@ -64,6 +64,7 @@ def test_best_prefers_earliest_on_a_tie() -> None:
 
 def test_store_saves_and_resumes(tmp_path: Path) -> None:
     store = TrajectoryStore(tmp_path / "t")
+    assert store.directory == tmp_path / "t"  # where optimize keeps the spend journal
     t = _trajectory()
     store.save(t)
     store.close()
@@ -95,6 +96,7 @@ def test_unusable_directory_degrades(tmp_path: Path) -> None:
         store = TrajectoryStore(blocker / "sub")
     store.save(_trajectory())  # no crash
     assert store.load("k1") is None
+    assert store.directory is None  # and no spend journal beside it
 
 
 # -- records that do not validate, stores that are damaged ---------------------------
