@@ -107,7 +107,7 @@ class LLM(Sender):
             payload["extra"] = dict(extra)
         key = cache_key(payload)
         usage = self.usage.model(model)
-        hit = self._cache.get(key)
+        hit = await self._cache.aget(key)  # a disk hit awaits nothing; Redis is asked async
         if isinstance(hit, dict):
             usage.cache_hits += 1
             return Completion(
@@ -134,7 +134,7 @@ class LLM(Sender):
             cost = self._record(usage, model, response, prompt_tokens, completion_tokens)
         finally:
             self._sync(model)  # the answer's tokens and cost, with its hold released
-        self._cache.set(
+        await self._cache.aset(
             key,
             {"text": text, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
         )
@@ -213,11 +213,11 @@ class LLM(Sender):
                 "model (e.g. openai/text-embedding-3-small) or leave it unset"
             )
         usage = self.usage.model(model)
+        keys = {text: self._embed_key(model, text) for text in texts}
+        hits = await self._cache.aget_many(list(keys.values()))  # one Redis lookup for all
         found: dict[str, list[float]] = {}
-        for text in texts:
-            if text in found:
-                continue
-            hit = self._cache.get(self._embed_key(model, text))
+        for text, key in keys.items():
+            hit = hits.get(key)
             if isinstance(hit, list):
                 found[text] = hit
                 usage.cache_hits += 1
@@ -245,9 +245,8 @@ class LLM(Sender):
                 self._sync(model)
             rows = sorted(response.data, key=lambda row: _field(row, "index"))
             for text, row in zip(batch, rows, strict=True):
-                vector = [float(x) for x in _field(row, "embedding")]
-                found[text] = vector
-                self._cache.set(self._embed_key(model, text), vector)
+                found[text] = [float(x) for x in _field(row, "embedding")]
+            await self._cache.aset_many({keys[text]: found[text] for text in batch})
         return [found[t] for t in texts]
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,36 @@ class ResponseCache:
     def set(self, key: str, value: Any) -> None:
         if self._store is not None and _cacheable(key, value):
             self._store.set(key, value)
+
+    # The model-call path (LLM.complete, LLM.embed) awaits these: with Redis behind the
+    # disk (a TieredStore, the one kind of store with `aget`), a disk miss asks Redis
+    # through redis.asyncio (one MGET for the lookups the event loop's tasks make together)
+    # instead of blocking the loop; a disk hit awaits nothing.
+
+    async def aget(self, key: str) -> Any:
+        store = self._store
+        if hasattr(store, "aget"):
+            return await store.aget(key)
+        return None if store is None else store.get(key)
+
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The entries found of `keys` (one lookup of Redis for all the disk misses)."""
+        store = self._store
+        if hasattr(store, "aget_many"):
+            found: dict[str, Any] = await store.aget_many(keys)
+            return found
+        return {key: value for key in keys if (value := self.get(key)) is not None}
+
+    async def aset(self, key: str, value: Any) -> None:
+        store = self._store
+        if store is not None and _cacheable(key, value):
+            await store.aset(key, value) if hasattr(store, "aset") else store.set(key, value)
+
+    async def aset_many(self, items: Mapping[str, Any]) -> None:
+        store = self._store
+        keep = {key: value for key, value in items.items() if _cacheable(key, value)}
+        if store is not None and keep:
+            await store.aset_many(keep) if hasattr(store, "aset_many") else store.set_many(keep)
 
     def close(self) -> None:
         store, self._store = self._store, None

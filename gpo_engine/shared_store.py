@@ -2,7 +2,11 @@
 
 `open_store` gives a plain DiskStore unless `GPO_CACHE_URL` (or `url`) names a
 Redis; then a TieredStore, with the same methods (get, set, set_many, delete,
-close), where the disk stays in front:
+close), where the disk stays in front. The response cache, read and written on
+the model-call path, uses its awaitable twins instead (aget, aget_many, aset,
+aset_many: the same disk, keys, values, TTL and outbox, with Redis reached
+through redis.asyncio, so lookups of rows in flight together share one round
+trip and never block the event loop); a disk hit awaits nothing.
 
 - responses (immutable: a key is a hash of the request) are read from disk
   first; a disk hit never touches the network; a Redis hit is copied to disk.
@@ -28,7 +32,7 @@ import contextlib
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -151,26 +155,15 @@ class TieredStore:
     # -- entries ---------------------------------------------------------------
 
     def get(self, key: str) -> Any:
-        if self.shared_first:
-            try:
-                value = self._remote(lambda: self.remote.get(key))
-            except RedisUnavailable:
-                return self.disk.get(key)
-            if value is None:  # not shared (yet, or Redis lost it): this machine's copy
-                return self.disk.get(key)
-            self.disk.set(key, value)  # the local copy follows, for a run without Redis
-            return value
-        value = self.disk.get(key)
-        if value is not None:
-            return value
+        if not self.shared_first:
+            value = self.disk.get(key)
+            if value is not None:
+                return value
         try:
             value = self._remote(lambda: self.remote.get(key))
         except RedisUnavailable:
-            return None
-        if value is not None:
-            self.remote_hits += 1
-            self.disk.set(key, value)
-        return value
+            return self._unshared(key)
+        return self._arrived(key, value)
 
     def set(self, key: str, value: Any) -> bool:
         stored = self.disk.set(key, value)
@@ -179,6 +172,39 @@ class TieredStore:
     def set_many(self, items: Mapping[str, Any]) -> bool:
         stored = self.disk.set_many(items)
         return self._share(items, lambda: self.remote.set_many(items)) or stored
+
+    # -- the same, awaitable: Redis through redis.asyncio (the model-call path) ----------
+
+    async def aget(self, key: str) -> Any:
+        return (await self.aget_many((key,))).get(key)
+
+    async def aget_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        """The entries found of `keys`, as `get` finds each; those Redis is asked for go in
+        one MGET with whatever the loop's other tasks look up meanwhile."""
+        self._no_async_merge()
+        found = {} if self.shared_first else {
+            key: value for key in keys if (value := self.disk.get(key)) is not None}
+        ask = [key for key in dict.fromkeys(keys) if key not in found]
+        if not ask:
+            return found  # disk hits: no await, no network
+        try:
+            shared = await self._aremote(lambda: self.remote.aget_many(ask))
+        except RedisUnavailable:
+            shared = None
+        for key in ask:
+            value = self._unshared(key) if shared is None else self._arrived(key,
+                                                                             shared.get(key))
+            if value is not None:
+                found[key] = value
+        return found
+
+    async def aset(self, key: str, value: Any) -> bool:
+        stored = self.disk.set(key, value)  # one item: no transaction (DiskStore.set)
+        return await self._ashare({key: value}) or stored
+
+    async def aset_many(self, items: Mapping[str, Any]) -> bool:
+        stored = self.disk.set_many(items)
+        return await self._ashare(items) or stored
 
     def delete(self, key: str) -> None:
         self.disk.delete(key)
@@ -219,16 +245,55 @@ class TieredStore:
         self._reached = True
         return result
 
+    async def _aremote(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """As _remote, awaited: the outbox pushed first (on the asyncio client too)."""
+        try:
+            if self._pending and self.remote.due:
+                await self._apush()
+            result = await operation()
+        except RedisUnavailable:
+            self._warn_down(starting=not self._reached)
+            raise
+        self._reached = True
+        return result
+
+    def _arrived(self, key: str, value: Any) -> Any:
+        """What to answer for `key` when Redis answered `value` (None: not there)."""
+        if value is None:  # not shared (yet, or Redis lost it): this machine's copy, if any
+            return self._unshared(key)
+        if not self.shared_first:
+            self.remote_hits += 1
+        self.disk.set(key, value)  # the local copy, for the next read and a run without Redis
+        return value
+
+    def _unshared(self, key: str) -> Any:
+        """The answer for `key` without Redis: a record's copy on this disk (a response was
+        read from the disk already)."""
+        return self.disk.get(key) if self.shared_first else None
+
     def _share(self, items: Mapping[str, Any], write: Callable[[], None]) -> bool:
         """Write `items` to Redis, or keep them in the outbox to push later."""
         try:
             self._remote(write)
             return True
         except RedisUnavailable:
-            outbox = self._open_outbox(create=True)
-            kept = outbox is not None and outbox.set_many(items)
-            self._pending = self._pending or kept
-            return kept
+            return self._keep(items)
+
+    async def _ashare(self, items: Mapping[str, Any]) -> bool:
+        """As _share, awaited."""
+        self._no_async_merge()
+        try:
+            await self._aremote(lambda: self.remote.aset_many(items))
+            return True
+        except RedisUnavailable:
+            return self._keep(items)
+
+    def _keep(self, items: Mapping[str, Any]) -> bool:
+        """Keep `items` in the outbox, to push when Redis answers again."""
+        outbox = self._open_outbox(create=True)
+        kept = outbox is not None and outbox.set_many(items)
+        self._pending = self._pending or kept
+        return kept
 
     def _push(self) -> None:
         """Push the outbox to Redis (RedisUnavailable when it goes away again)."""
@@ -237,20 +302,51 @@ class TieredStore:
             self._pending = False
             return
         pushed_before, kept_before = self.pushed, self.kept_shared
-        keys = outbox.keys()
         if self.supersedes is None:
-            for start in range(0, len(keys), _PUSH_BATCH):
-                batch = keys[start:start + _PUSH_BATCH]
-                items = {k: v for k in batch if (v := outbox.get(k)) is not None}
+            for batch, items in self._outbox_batches(outbox):
                 self.remote.set_many(items)
-                for k in batch:
-                    outbox.delete(k)
-                self.pushed += len(items)
+                self._pushed(outbox, batch, items)
         else:
+            keys = outbox.keys()
             for k in keys:
                 self._push_one(outbox, k, self.supersedes)
         self._pending = False
         self._tell_pushed(self.pushed - pushed_before, self.kept_shared - kept_before)
+
+    async def _apush(self) -> None:
+        """As _push, on the asyncio client; other tasks do not push it again meanwhile."""
+        self._no_async_merge()
+        outbox = self._open_outbox(create=False)
+        self._pending = False
+        if outbox is None:
+            return
+        pushed_before = self.pushed
+        try:
+            for batch, items in self._outbox_batches(outbox):
+                await self.remote.aset_many(items)
+                self._pushed(outbox, batch, items)
+        except BaseException:
+            self._pending = True  # the rest: at the next try
+            raise
+        self._tell_pushed(self.pushed - pushed_before, 0)
+
+    @staticmethod
+    def _outbox_batches(outbox: DiskStore) -> Iterator[tuple[list[str], dict[str, Any]]]:
+        keys = outbox.keys()
+        for start in range(0, len(keys), _PUSH_BATCH):
+            batch = keys[start:start + _PUSH_BATCH]
+            yield batch, {k: v for k in batch if (v := outbox.get(k)) is not None}
+
+    def _pushed(self, outbox: DiskStore, batch: list[str], items: Mapping[str, Any]) -> None:
+        for k in batch:
+            outbox.delete(k)
+        self.pushed += len(items)
+
+    def _no_async_merge(self) -> None:
+        """Records another machine extends (`supersedes`) are pushed with WATCH, on the
+        synchronous client only: their store is not used from the event loop."""
+        if self.supersedes is not None:
+            raise TypeError(f"{self.label}: a store with `supersedes` has no async writes")
 
     def _push_one(self, outbox: DiskStore, key: str, supersedes: Supersedes) -> None:
         local = outbox.get(key)
