@@ -73,7 +73,13 @@ class DaemonClient:
         return (await self._json("GET", f"/v1/jobs/{job_id}"))["job"]
 
     async def jobs(self) -> list[dict[str, Any]]:
-        return list((await self._json("GET", "/v1/jobs"))["jobs"])
+        return list((await self.job_list())["jobs"])
+
+    async def job_list(self) -> dict[str, Any]:
+        """{"jobs": this daemon's jobs, "elsewhere": runs other processes hold (a shared
+        cache's run locks; [] from an older daemon)}."""
+        listed = await self._json("GET", "/v1/jobs")
+        return {"jobs": list(listed["jobs"]), "elsewhere": list(listed.get("elsewhere", []))}
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         return (await self._json("POST", f"/v1/jobs/{job_id}/cancel"))["job"]

@@ -73,7 +73,10 @@ def _preload_model_layer() -> None:
 
 
 async def _close_jobs(app: web.Application) -> None:
-    await app[STATE].registry.close()
+    state = app[STATE]
+    await state.registry.close()
+    if state.locks is not None:
+        state.locks.close()
 
 
 async def serve(config: DaemonConfig, *, handle_signals: bool = False,

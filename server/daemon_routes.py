@@ -30,6 +30,7 @@ from gpo_server.daemon_requests import (
     load_checked,
 )
 from gpo_server.daemon_state import API, STATE, DaemonState, save_roots
+from gpo_server.elsewhere import elsewhere_rows
 from gpo_server.jobs import Job, UnknownJob
 from gpo_server.prompt_state_builder import prompt_state, scoring_scope
 
@@ -116,8 +117,11 @@ def job_of(request: web.Request) -> Job:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    jobs = request.app[STATE].registry.jobs()
-    return web.json_response({"jobs": [j.to_dict() for j in jobs]})
+    """This daemon's jobs, and the runs other processes hold (gpo_server.elsewhere)."""
+    state = request.app[STATE]
+    elsewhere = await elsewhere_rows(state.lock_reader(), state.registry.store())
+    return web.json_response({"jobs": [j.to_dict() for j in state.registry.jobs()],
+                              "elsewhere": elsewhere})
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -185,7 +189,7 @@ async def prompt_state_route(request: web.Request) -> web.Response:
     path = checked_path(state, raw)
     job = state.registry.latest_for(str(path))
     task = await load_checked(state, path, job.overrides if job else {})
-    return web.json_response(state_of(state, task, job))
+    return web.json_response(await state_of(state, task, job))
 
 
 async def prompt_text_route(request: web.Request) -> web.Response:
@@ -209,16 +213,20 @@ async def prompt_text_route(request: web.Request) -> web.Response:
                    if (scope, base, split) not in state.evaluations]
         if missing:
             await measure_text(state, path, task, base, missing)
-    return web.json_response(state_of(state, task, job, text))
+    return web.json_response(await state_of(state, task, job, text))
 
 
-def state_of(state: DaemonState, task: Task, job: Job | None,
-             text: str | None = None) -> dict[str, Any]:
+async def state_of(state: DaemonState, task: Task, job: Job | None,
+                   text: str | None = None) -> dict[str, Any]:
+    """The file's state as it is now: the trajectory read afresh (Redis first with a shared
+    cache: another machine's steps are in it) and who else holds its run lock."""
     path = str(task.path.resolve())
     store = state.registry.store()
-    trajectory = store.load(trajectory_key(task.fingerprint())) or store.latest_for(path)
+    key = trajectory_key(task.fingerprint())
+    trajectory = store.load(key) or store.latest_for(path)
+    elsewhere = await state.lock_reader().holder(key)
     return prompt_state(task, trajectory, job, state.evaluations,
-                        state.scoring_usage.get(path), text)
+                        state.scoring_usage.get(path), text, elsewhere)
 
 
 async def evaluate_route(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from gpo_engine.errors import ConfigError
 from gpo_engine.offer import Score
 from gpo_engine.usage import Usage
 from gpo_server import runtime
+from gpo_server.elsewhere import LockReader
 from gpo_server.jobs import JobRegistry, LLMOpener, RetryPolicy
 
 log = logging.getLogger("gpo.daemon")
@@ -86,6 +87,12 @@ class DaemonState:
     evaluations: dict[tuple[str, str, str], Score] = field(default_factory=dict)
     # What measuring spent per prompt file (resolved path): part of the file's usage.
     scoring_usage: dict[str, Usage] = field(default_factory=dict)
+    locks: LockReader | None = None  # who holds the shared run locks; opened on first use
+
+    def lock_reader(self) -> LockReader:
+        if self.locks is None:
+            self.locks = LockReader.from_env()
+        return self.locks
 
     def count_scoring(self, path: str, usage: Usage) -> None:
         self.scoring_usage[path] = self.scoring_usage.get(path, Usage()).plus(usage)

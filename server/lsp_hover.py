@@ -14,7 +14,7 @@ from gpo_engine.stats import held_out_words
 from gpo_server.lsp_actions import apply_title, format_gain
 from gpo_server.lsp_diagnostics import KEY_HINT
 from gpo_server.lsp_link import DOWN_LINE
-from gpo_server.prompt_state import Job, PromptState, same_prompt
+from gpo_server.prompt_state import Elsewhere, Job, PromptState, same_prompt
 
 if TYPE_CHECKING:
     from gpo_engine.examples import Example
@@ -93,6 +93,15 @@ def job_lines(job: Job | None) -> list[str]:
         return []
     lines = [f"- last run failed: {job.message or 'no reason given'}"]
     return lines + ([f"- {KEY_HINT}"] if job.error_kind == "auth" else [])
+
+
+def elsewhere_lines(elsewhere: Elsewhere | None) -> list[str]:
+    """A run of the prompt in another process: where, and how far its steps are."""
+    if elsewhere is None:
+        return []
+    host = elsewhere.host or "another machine"
+    pid = f" (pid {elsewhere.pid})" if elsewhere.pid is not None else ""
+    return [f"- optimizing on {host}{pid}: step {elsewhere.steps_done}/{elsewhere.total_steps}"]
 
 
 def format_messages(roles: Sequence[str]) -> str:
@@ -194,6 +203,7 @@ def hover_markdown(state: PromptState | None, body: str, messages: str | None = 
                             for reason, count in state.rejected)
         lines.append(f"- dropped candidates: {dropped}")
     lines.extend(job_lines(state.job))
+    lines.extend(elsewhere_lines(state.elsewhere))
     usage = state.usage
     lines.append(
         f"- tokens: {usage.prompt_tokens:,} prompt + {usage.completion_tokens:,} completion · "

@@ -65,7 +65,14 @@ users and scripts: this module does not read them::
         "error_kind": str,       #   optional: the failure's kind ("auth", "rate_limit"...)
         "retry_in": float | null,  # (api) seconds to the next attempt of a retrying job
         "spend": {...}           #   (api) the job's cost, calls, cache hits and tokens
-      }
+      },
+      "elsewhere": null | {      # another process holds the prompt's shared run lock
+        "host": str | null,      #   (GPO_CACHE_URL: another machine, or a `gpo optimize`
+        "pid": int | null,       #   in a terminal); who, as its Redis lock names it
+        "started": float | null, #   (null: unknown), read by the daemon for each state
+        "steps_done": int,       #   t of the shared trajectory (== `steps_done` above:
+        "total_steps": int       #   its steps are in `scored` and `history`), and T
+      }                          #   absent from older daemons
     }
 
 `Guard` is gpo_engine.offer.Verdict.to_json: `{"verdict": "ok" | "worse" |
@@ -136,6 +143,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Elsewhere:
+    """A run of the prompt in another process (another machine with the shared cache)."""
+
+    host: str | None
+    pid: int | None
+    started: float | None
+    steps_done: int
+    total_steps: int
+
+
+@dataclass(frozen=True)
 class Current:
     """The scores of the text a state answers for (its `base`)."""
 
@@ -159,6 +177,7 @@ class PromptState:
     text: str = ""  # the file's body on disk ("" from a daemon that does not send it)
     base: str = ""  # the text the state answers for (the file's body when not sent)
     current: Current = Current()
+    elsewhere: Elsewhere | None = None
 
     def lookup(self, body: str) -> ScoredPrompt | None:
         """The evaluated prompt that `body` is, if any (see same_prompt)."""
@@ -292,6 +311,23 @@ def _job(value: Any) -> Job | None:
     )
 
 
+def _optional(read: Callable[[Any, str], T], value: Any, name: str) -> T | None:
+    return None if value is None else read(value, name)
+
+
+def _elsewhere(value: Any) -> Elsewhere | None:
+    if value is None:
+        return None
+    data = _mapping(value, "elsewhere")
+    return Elsewhere(
+        host=_optional(_text, data.get("host"), "elsewhere.host"),
+        pid=_optional(_int, data.get("pid"), "elsewhere.pid"),
+        started=_optional(_number, data.get("started"), "elsewhere.started"),
+        steps_done=_int(_get(data, "steps_done", "elsewhere."), "elsewhere.steps_done"),
+        total_steps=_int(_get(data, "total_steps", "elsewhere."), "elsewhere.total_steps"),
+    )
+
+
 def _current(value: Any) -> Current:
     if value is None:
         return Current()
@@ -327,4 +363,5 @@ def parse_state(value: Any) -> PromptState:
         text=_text(data.get("text", ""), "text"),
         base=_text(data.get("base", data.get("text", "")), "base"),
         current=_current(data.get("current")),
+        elsewhere=_elsewhere(data.get("elsewhere")),
     )

@@ -55,6 +55,17 @@ def test_hover_shows_a_running_job_and_a_failure() -> None:
     )
 
 
+def test_hover_says_where_another_machine_optimizes_it() -> None:
+    run = {"host": "workstation", "pid": 4242, "started": 1.7e9, "steps_done": 2,
+           "total_steps": 12}
+    hover = hover_markdown(parse_state(state_dict(elsewhere=run)), INITIAL)
+    assert "- optimizing on workstation (pid 4242): step 2/12" in hover
+    unknown = {**run, "host": None, "pid": None}
+    assert "- optimizing on another machine: step 2/12" in hover_markdown(
+        parse_state(state_dict(elsewhere=unknown)), INITIAL)
+    assert "optimizing on" not in hover_markdown(parse_state(state_dict()), INITIAL)
+
+
 def test_hover_says_why_a_job_retries_and_what_to_set_for_a_key() -> None:
     job = {"id": "j", "status": "running", "state": "failing", "step": 1, "total_steps": 12,
            "message": "openai/x: server: HTTP 500"}

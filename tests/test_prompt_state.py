@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gpo_engine.offer import Verdict
-from gpo_server.prompt_state import Current, Summary, normalize, parse_state, same_prompt
+from gpo_server.prompt_state import (
+    Current,
+    Elsewhere,
+    Summary,
+    normalize,
+    parse_state,
+    same_prompt,
+)
 from tests.lsp_samples import INITIAL, STEP1, STEP2, state_dict
 
 
@@ -29,6 +36,17 @@ def test_optional_parts_may_be_missing_or_null() -> None:
     assert state.suggestion is None and state.usage.cost == 0.0
 
 
+def test_a_run_elsewhere_is_read_with_its_holder_unknown_parts_null() -> None:
+    run = {"host": "workstation", "pid": 4242, "started": 1.7e9, "steps_done": 2,
+           "total_steps": 12}
+    assert parse_state(state_dict(elsewhere=run)).elsewhere == Elsewhere(
+        "workstation", 4242, 1.7e9, 2, 12)
+    unknown = {**run, "host": None, "pid": None, "started": None}
+    assert parse_state(state_dict(elsewhere=unknown)).elsewhere == Elsewhere(
+        None, None, None, 2, 12)
+    assert parse_state(state_dict()).elsewhere is None  # an older daemon: absent
+
+
 def test_job_is_read_and_active_only_while_queued_or_running() -> None:
     job = {"id": "j1", "status": "running", "step": 1, "total_steps": 12}
     state = parse_state(state_dict(job=job))
@@ -50,6 +68,9 @@ def test_job_is_read_and_active_only_while_queued_or_running() -> None:
         ({"suggestion": {"text": "a"}}, "missing suggestion.base"),
         ({"job": {"id": "j", "status": "lost", "step": 0, "total_steps": 1}}, "job.status"),
         ({"usage": []}, "usage must be an object"),
+        ({"elsewhere": {"host": "ws", "pid": 1}}, "missing elsewhere.steps_done"),
+        ({"elsewhere": {"pid": "7", "steps_done": 1, "total_steps": 2}}, "elsewhere.pid"),
+        ({"elsewhere": []}, "elsewhere must be an object"),
     ],
 )
 def test_bad_answers_name_the_key(change: dict, message: str) -> None:

@@ -161,12 +161,13 @@ def _status(args: argparse.Namespace, err: Console) -> int:
 
 def _jobs(args: argparse.Namespace, err: Console) -> int:
     try:
-        jobs = _with_client(args, lambda c: c.jobs())
+        listed = _with_client(args, lambda c: c.job_list())
     except DaemonError as exc:
         raise CommandError(exc.message) from exc
     if args.json:
-        print(json.dumps({"jobs": jobs}, indent=2))
+        print(json.dumps(listed, indent=2))
         return EXIT_OK
+    jobs, elsewhere = listed["jobs"], listed["elsewhere"]
     table = Table()
     for col in ("id", "file", "state", "step", "best dev", "spend", "note"):
         table.add_column(col)
@@ -176,6 +177,11 @@ def _jobs(args: argparse.Namespace, err: Console) -> int:
         table.add_row(job["id"], job["path"], job["state"],
                       f"{job['step']}/{job['total_steps']}", best,
                       f"${job['spend']['cost']:.4f}", note)
+    for run in elsewhere:  # another process holds the run lock (a shared cache)
+        pid = f" (pid {run['pid']})" if run.get("pid") is not None else ""
+        table.add_row("", run["path"] or f"(trajectory {run['key']})", "elsewhere",
+                      f"{run['steps_done']}/{run['total_steps']}", "", "",
+                      f"optimizing on {run.get('host') or 'another machine'}{pid}")
     Console().print(table)
     return EXIT_OK
 
