@@ -253,7 +253,7 @@ def make_server(runtime_dir: Path | None = None, daemon_args: Iterable[str] = ()
         prompt = analysis.prompt
         if prompt is None:
             return None  # the diagnostics say what to fix first
-        state = ls.state_for(doc)
+        state = await ls.daemon.fresh_state(doc.path)
         markdown = hover_markdown(state, prompt.body,
                                   messages=messages_line(prompt, analysis.sample),
                                   daemon_down=ls.daemon.link == "down",

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+ELSEWHERE_WAIT = 2.0  # seconds a hover waits for the state of a run elsewhere
+
+
 def key(path: Path) -> str:
     """How a file is named to the daemon and in the caches: its resolved path."""
     return str(path.resolve())
@@ -205,6 +208,16 @@ class DaemonLink:
         if path is None:
             return None
         return stale_view(self.states.get(key(path)), self.link)
+
+    async def fresh_state(self, path: Path) -> PromptState | None:
+        """state_for, asked again first when it names a run in another process: that run
+        sends this server no events, so its steps are read when they are shown (a hover).
+        At most ELSEWHERE_WAIT s; past it, the last state."""
+        held = self.states.get(key(path))
+        if held is not None and held.elsewhere is not None and self.link == "up":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.refresh(path), ELSEWHERE_WAIT)
+        return self.state_for(path)
 
     def buffer_checked(self, path: Path, body: str) -> None:
         """The buffer of the file at `path` now reads `body`: when the state held is for
