@@ -20,6 +20,12 @@ this process) at `--latency-ms` per call, with `gpo.concurrency: --concurrency`:
       disk cache and a fresh Redis database per N, then `gpo check --merge` of
       their reports, compared with (a)'s verdicts.
 
+`--baseline REV` adds, right after (b), machine B once more on another empty disk
+and the same Redis, running the gpo of git revision REV (its gpo_engine and
+server, extracted with `git archive` and put first on PYTHONPATH): a before/after
+of the second machine measured side by side. `--repeat-b K` runs that pair (b,
+then REV's b) K times, alternating. `--no-shards` leaves out (c).
+
 Model calls are counted by the server; "gpo calls" and "cache hits" are the
 sum of the reports' usage. CPU is the user + system time of the gpo processes
 of the run (getrusage of the children). "ideal" is the largest shard's
@@ -27,6 +33,7 @@ ceil(calls / concurrency) x latency: every slot of every process busy all the ti
 
     python bench/team.py                      # 200 prompts x 20 rows, 100 ms
     python bench/team.py --quick              # smoke size
+    python bench/team.py --baseline c81912c --repeat-b 2 --no-shards   # B before/after
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,9 +111,34 @@ def gpo_check(*args: str) -> list[str]:
 
 def environment(api_base: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("GPO_CACHE_URL", "GPO_CACHE_TTL", "GPO_CACHE_DIR")}
+           if k not in ("GPO_CACHE_URL", "GPO_CACHE_TTL", "GPO_CACHE_DIR", "PYTHONPATH")}
     return {**env, "OPENAI_API_KEY": "test", "GPO_API_BASE": api_base,
             "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+
+
+def baseline_code(revision: str, folder: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` running the gpo of git `revision`: its gpo_engine and server (as gpo_server)
+    extracted into `folder` and first on PYTHONPATH (before the editable install's finder,
+    which Python asks last). Checked: the code a check imports is the extracted one."""
+    source = folder / "src"
+    source.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision, "gpo_engine", "server"],
+                             cwd=common.ROOT, capture_output=True, check=True, timeout=60)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True,
+                   timeout=60)
+    path = folder / "path"
+    path.mkdir()
+    (path / "gpo_engine").symlink_to(source / "gpo_engine", target_is_directory=True)
+    (path / "gpo_server").symlink_to(source / "server", target_is_directory=True)
+    changed = {**env, "PYTHONPATH": str(path)}
+    where = subprocess.run([sys.executable, "-c", "import gpo_engine.llm, gpo_server.cli; "
+                            "print(gpo_engine.llm.__file__, gpo_server.cli.__file__)"],
+                           env=changed, cwd=folder, capture_output=True, text=True, check=True,
+                           timeout=120).stdout.split()
+    if not all(name.startswith(str(path)) for name in where):
+        shutil.rmtree(folder)
+        raise RuntimeError(f"--baseline: the checks would import {where}, not {path}")
+    return changed
 
 
 def children_cpu() -> float:
@@ -177,16 +210,26 @@ def measure(args: argparse.Namespace, scratch: Path) -> tuple[list[Run], dict[st
         runs = [run_checks("a", [gpo_check("--json", "--cache-dir", str(scratch / "a"),
                                            "--cache-url", url(0))], repo, env, server, scratch)]
         print(f"  (a) {runs[-1].wall:.1f} s", file=sys.stderr, flush=True)
-        runs.append(run_checks("b", [gpo_check("--json", "--cache-dir", str(scratch / "b"),
-                                               "--cache-url", url(0))],
-                               repo, env, server, scratch))
-        print(f"  (b) {runs[-1].wall:.1f} s", file=sys.stderr, flush=True)
+        old_env = (baseline_code(args.baseline, scratch / "baseline", env)
+                   if args.baseline else None)
+        for repeat in range(args.repeat_b):
+            suffix = f"#{repeat + 1}" if repeat else ""
+            runs.append(run_checks(f"b{suffix}", [gpo_check(
+                "--json", "--cache-dir", str(scratch / f"b{suffix}"), "--cache-url", url(0))],
+                repo, env, server, scratch))
+            print(f"  (b){suffix} {runs[-1].wall:.1f} s", file=sys.stderr, flush=True)
+            if old_env is not None:
+                runs.append(run_checks(f"base{suffix}", [gpo_check(
+                    "--json", "--cache-dir", str(scratch / f"base{suffix}"), "--cache-url",
+                    url(0))], repo, old_env, server, scratch))
+                print(f"  (b) at {args.baseline}{suffix} {runs[-1].wall:.1f} s",
+                      file=sys.stderr, flush=True)
         # For scale: machine A again, every answer on its own disk (no network at all).
         runs.append(run_checks("a2", [gpo_check("--json", "--cache-dir", str(scratch / "a"),
                                                 "--cache-url", url(0))],
                                repo, env, server, scratch))
         merged: dict[str, Any] = {}
-        for db, count in enumerate(SHARDS, start=1):
+        for db, count in enumerate(SHARDS if args.shards else (), start=1):
             name = f"n{count}"
             commands = [gpo_check("--json", "--shard", f"{i}/{count}", "--cache-dir",
                                   str(scratch / name / str(i)), "--cache-url", url(db))
@@ -206,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=4,
                         help="gpo.concurrency of every prompt (gpo's default: 4)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run machine B on the gpo of this git revision")
+    parser.add_argument("--repeat-b", type=int, default=1, metavar="K",
+                        help="run machine B (and REV's) K times, alternating")
+    parser.add_argument("--no-shards", dest="shards", action="store_false",
+                        help="leave out (c), the --shard runs")
     parser.add_argument("--quick", action="store_true",
                         help="smoke size: " + ", ".join(f"{k} {v}" for k, v in QUICK.items()))
     args = parser.parse_args(argv)
@@ -218,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpo-team-") as scratch:
         runs, merged = measure(args, Path(scratch))
     whole = verdicts(runs[0].reports)
-    one = next(r for r in runs if r.name == "n1")
+    one = next((r for r in runs if r.name == "n1"), None)
     labels = {"a": "(a) machine A: cold disk, empty Redis",
               "b": "(b) machine B: empty disk, same Redis",
               "a2": "machine A again: warm disk"}
+    for repeat in range(1, args.repeat_b + 1):
+        suffix = f"#{repeat}" if repeat > 1 else ""
+        labels[f"b{suffix}"] = f"(b) machine B: empty disk, same Redis{suffix and ' ' + suffix}"
+        labels[f"base{suffix}"] = (f"(b) machine B at {args.baseline}{suffix and ' ' + suffix}")
     rows = []
     for run in runs:
         same = verdicts(run.reports) == whole
@@ -232,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                      run.processes, run.wall, run.server_calls, run.usage("calls"),
                      run.usage("cache_hits"), run.peak, ideal,
                      run.wall / ideal if ideal else float("nan"), run.cpu,
-                     one.wall / run.wall if run.name.startswith("n") else float("nan"),
+                     one.wall / run.wall if one and run.name.startswith("n") else float("nan"),
                      "yes" if same else "NO"])
     print(common.table(["run", "processes", "wall s", "model calls (server)", "gpo calls",
                         "cache hits", "peak in flight", "ideal s", "wall / ideal", "CPU s",
@@ -241,14 +294,25 @@ def main(argv: list[str] | None = None) -> int:
     for _, verdict, _ in whole:
         counts[verdict] = counts.get(verdict, 0) + 1
     print("\nverdicts of (a): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
-    print("merged shards (`gpo check --merge`) give (a)'s verdicts: "
-          + ", ".join(f"N={name[1:]} {verdicts([report]) == whole}"
-                      for name, report in merged.items()))
+    if merged:
+        print("merged shards (`gpo check --merge`) give (a)'s verdicts: "
+              + ", ".join(f"N={name[1:]} {verdicts([report]) == whole}"
+                          for name, report in merged.items()))
     b = next(r for r in runs if r.name == "b")
     warm = next(r for r in runs if r.name == "a2")
     print(f"machine B: {b.server_calls} model calls, {runs[0].wall / b.wall:.1f}x faster "
           f"than machine A's cold check; {b.wall / warm.wall:.1f}x the time of machine A "
-          "again on its warm disk\n")
+          "again on its warm disk")
+    now = [r for r in runs if r.name == "b" or r.name.startswith("b#")]
+    before = [r for r in runs if r.name.startswith("base")]
+    if before:
+        mean_now, mean_before = (sum(r.wall for r in rs) / len(rs) for rs in (now, before))
+        print(f"machine B at {args.baseline} / machine B now: {mean_before / mean_now:.2f}x "
+              f"({mean_before:.2f} s / {mean_now:.2f} s, mean of {len(now)} each, "
+              "alternating)")
+    print()
+    if one is None:
+        return 0
     top = runs[-1]
     print(common.headline(f"cold check over {top.processes} shards, speed-up over 1",
                           one.wall / top.wall,
