@@ -60,7 +60,9 @@ async def test_optimize_with_daemon_starts_it_and_daemon_commands_manage_it(
             assert label in out
 
         code, out, _ = await gpo(daemon_dir, "daemon", "jobs", "--json")
-        jobs = json.loads(out)["jobs"]
+        listed = json.loads(out)
+        assert listed["elsewhere"] == []  # no shared cache: no run elsewhere
+        jobs = listed["jobs"]
         assert [j["state"] for j in jobs] == ["finished"]
         assert jobs[0]["path"] == str(prompt.resolve())
 

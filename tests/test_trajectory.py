@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from gpo_engine.trajectory import (
     trajectory_key,
 )
 from gpo_server.cli import main
+from tests.damaged_stores import ruin_key_index
 from tests.model_server import ModelServer
 from tests.scripted_models import ScriptedModels, write_capitals
 
@@ -151,28 +151,6 @@ def test_a_record_of_the_right_shape_loads() -> None:
     assert Trajectory.from_json(t.to_json()) == t
 
 
-def _index_root(db: Path) -> int:
-    con = sqlite3.connect(db)
-    try:
-        root: int = con.execute("SELECT rootpage FROM sqlite_master "
-                                "WHERE name = 'Cache_key_raw'").fetchone()[0]
-    finally:
-        con.close()
-    return root
-
-
-def _ruin_the_key_index(db: Path) -> None:
-    """Overwrite the page of diskcache's key index (4 KB pages) with garbage."""
-    con = sqlite3.connect(db)
-    try:
-        assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
-    finally:
-        con.close()
-    with open(db, "r+b") as f:
-        f.seek((_index_root(db) - 1) * 4096)
-        f.write(b"\xff" * 4096)
-
-
 def test_a_damaged_store_keeps_every_run_it_can_read(tmp_path: Path) -> None:
     store = TrajectoryStore(tmp_path / "t")
     runs = []
@@ -183,7 +161,7 @@ def test_a_damaged_store_keeps_every_run_it_can_read(tmp_path: Path) -> None:
         runs.append(t)
     store.close()
     db = tmp_path / "t" / "cache.db"
-    _ruin_the_key_index(db)  # every lookup fails; every row is intact
+    ruin_key_index(db)  # every lookup fails; every row is intact
     again = TrajectoryStore(tmp_path / "t")
     with pytest.warns(RuntimeWarning, match="trajectory store .* is corrupt") as caught:
         assert again.latest_for("/w/0.prompt") == runs[0]
@@ -195,10 +173,9 @@ def test_a_damaged_store_keeps_every_run_it_can_read(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.usefixtures("api_key")
 async def test_optimize_report_and_export_survive_a_truncated_store(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prompt, cache = write_capitals(tmp_path / "p"), tmp_path / "cache"
     async with ModelServer(answer=ScriptedModels().answer) as server:
         common = ["--api-base", server.api_base, "--cache-dir", str(cache)]
@@ -222,17 +199,16 @@ async def test_optimize_report_and_export_survive_a_truncated_store(
         assert await _gpo("trajectory", str(prompt), "--jsonl", "--cache-dir", str(cache)) == 0
 
 
+@pytest.mark.usefixtures("api_key")
 async def test_report_and_export_on_a_store_damaged_under_them(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prompt, cache = write_capitals(tmp_path / "p"), tmp_path / "cache"
     async with ModelServer(answer=ScriptedModels().answer) as server:
         assert await _gpo("optimize", str(prompt), "--api-base", server.api_base,
                           "--cache-dir", str(cache), "--json") == 0
     capsys.readouterr()
     db = cache / "trajectories" / "cache.db"
-    _ruin_the_key_index(db)
+    ruin_key_index(db)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert await _gpo("trajectory", str(prompt), "--jsonl", "--cache-dir", str(cache)) == 0
