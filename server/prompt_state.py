@@ -91,7 +91,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gpo_engine.offer import Offer, Score, Verdict, normalize, same_prompt
+# With the engine's types, their JSON readers (each error names the key path): the
+# state's own keys are read by the same ones.
+from gpo_engine.offer import Offer, Score, Verdict, _key, _number, _text, normalize, same_prompt
+from gpo_engine.offer import _count as _int
+from gpo_engine.offer import _object as _mapping
 from gpo_server.job_states import STATUSES, is_active, is_retrying
 
 STATE_VERSION = 1
@@ -207,68 +211,34 @@ class PromptState:
 
 
 # ---------------------------------------------------------------------------
-# Reading the JSON object. Each reader names the key path it failed on.
+# Reading the JSON object. Each reader names the key path it failed on; parse_state says
+# it is the prompt state's.
 
 
-def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
+def _get(data: Mapping[str, Any], key: str) -> Any:
+    """A top-level key (nested ones: _key, which names the path to them)."""
     if key not in data:
-        raise ValueError(f"prompt state: missing {where}{key}")
+        raise ValueError(f"missing {key}")
     return data[key]
 
 
-def _int(value: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"prompt state: {name} must be a whole number >= 0, got {value!r}")
-    return value
-
-
-def _number(value: Any, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"prompt state: {name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"prompt state: {name} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _mapping(value: Any, name: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"prompt state: {name} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _engine(read: Callable[[Any, str], T], value: Any, name: str) -> T:
-    """An engine type's from_json, its errors said as the prompt state's."""
-    try:
-        return read(value, name)
-    except ValueError as exc:
-        raise ValueError(f"prompt state: {exc}") from None
-
-
-def _summary(value: Any, name: str) -> Summary:
-    return _engine(Score.from_json, value, name)
-
-
-def _optional_summary(value: Any, name: str) -> Summary | None:
-    return None if value is None else _summary(value, name)
+def _optional(read: Callable[[Any, str], T], value: Any, name: str) -> T | None:
+    return None if value is None else read(value, name)
 
 
 def _scored(value: Any, index: int) -> ScoredPrompt:
     name = f"scored[{index}]"
     data = _mapping(value, name)
     return ScoredPrompt(
-        text=_text(_get(data, "text", f"{name}."), f"{name}.text"),
-        step=_int(_get(data, "step", f"{name}."), f"{name}.step"),
-        dev=_summary(_get(data, "dev", f"{name}."), f"{name}.dev"),
-        test=_optional_summary(data.get("test"), f"{name}.test"),
+        text=_text(_key(data, "text", name), f"{name}.text"),
+        step=_int(_key(data, "step", name), f"{name}.step"),
+        dev=Score.from_json(_key(data, "dev", name), f"{name}.dev"),
+        test=_optional(Score.from_json, data.get("test"), f"{name}.test"),
     )
 
 
 def _suggestion(value: Any, name: str = "suggestion") -> Suggestion | None:
-    return None if value is None else _engine(Offer.from_json, value, name)
+    return None if value is None else Offer.from_json(value, name)
 
 
 def _rejected(value: Any) -> tuple[tuple[str, int], ...]:
@@ -295,24 +265,20 @@ def _job(value: Any) -> Job | None:
     if value is None:
         return None
     data = _mapping(value, "job")
-    status = _text(_get(data, "status", "job."), "job.status")
+    status = _text(_key(data, "status", "job"), "job.status")
     if status not in JOB_STATUSES:
         raise ValueError(
-            f"prompt state: job.status must be one of {', '.join(JOB_STATUSES)}, got {status!r}"
+            f"job.status must be one of {', '.join(JOB_STATUSES)}, got {status!r}"
         )
     return Job(
-        id=_text(_get(data, "id", "job."), "job.id"),
+        id=_text(_key(data, "id", "job"), "job.id"),
         status=status,
-        step=_int(_get(data, "step", "job."), "job.step"),
-        total_steps=_int(_get(data, "total_steps", "job."), "job.total_steps"),
+        step=_int(_key(data, "step", "job"), "job.step"),
+        total_steps=_int(_key(data, "total_steps", "job"), "job.total_steps"),
         message=_text(data.get("message", ""), "job.message"),
         state=_text(data.get("state", ""), "job.state"),
         error_kind=_text(data.get("error_kind", ""), "job.error_kind"),
     )
-
-
-def _optional(read: Callable[[Any, str], T], value: Any, name: str) -> T | None:
-    return None if value is None else read(value, name)
 
 
 def _elsewhere(value: Any) -> Elsewhere | None:
@@ -323,8 +289,8 @@ def _elsewhere(value: Any) -> Elsewhere | None:
         host=_optional(_text, data.get("host"), "elsewhere.host"),
         pid=_optional(_int, data.get("pid"), "elsewhere.pid"),
         started=_optional(_number, data.get("started"), "elsewhere.started"),
-        steps_done=_int(_get(data, "steps_done", "elsewhere."), "elsewhere.steps_done"),
-        total_steps=_int(_get(data, "total_steps", "elsewhere."), "elsewhere.total_steps"),
+        steps_done=_int(_key(data, "steps_done", "elsewhere"), "elsewhere.steps_done"),
+        total_steps=_int(_key(data, "total_steps", "elsewhere"), "elsewhere.total_steps"),
     )
 
 
@@ -332,27 +298,34 @@ def _current(value: Any) -> Current:
     if value is None:
         return Current()
     data = _mapping(value, "current")
-    return Current(_optional_summary(data.get("dev"), "current.dev"),
-                   _optional_summary(data.get("test"), "current.test"))
+    return Current(_optional(Score.from_json, data.get("dev"), "current.dev"),
+                   _optional(Score.from_json, data.get("test"), "current.test"))
 
 
 def parse_state(value: Any) -> PromptState:
     """Read a prompt-state object (shape in the module docstring); ValueError names the bad key."""
+    try:
+        return _state(value)
+    except ValueError as exc:
+        raise ValueError(f"prompt state: {exc}") from None
+
+
+def _state(value: Any) -> PromptState:
     data = _mapping(value, "the answer")
     version = data.get("version")
     if version != STATE_VERSION:
-        raise ValueError(f"prompt state: unsupported version {version!r} (want {STATE_VERSION})")
-    scored = _get(data, "scored", "")
+        raise ValueError(f"unsupported version {version!r} (want {STATE_VERSION})")
+    scored = _get(data, "scored")
     if not isinstance(scored, list):
-        raise ValueError("prompt state: scored must be a list")
-    history = _get(data, "history", "")
+        raise ValueError("scored must be a list")
+    history = _get(data, "history")
     if not isinstance(history, list):
-        raise ValueError("prompt state: history must be a list")
+        raise ValueError("history must be a list")
     return PromptState(
-        path=_text(_get(data, "path", ""), "path"),
-        steps_done=_int(_get(data, "steps_done", ""), "steps_done"),
-        total_steps=_int(_get(data, "total_steps", ""), "total_steps"),
-        budget=_int(_get(data, "budget", ""), "budget"),
+        path=_text(_get(data, "path"), "path"),
+        steps_done=_int(_get(data, "steps_done"), "steps_done"),
+        total_steps=_int(_get(data, "total_steps"), "total_steps"),
+        budget=_int(_get(data, "budget"), "budget"),
         scored=tuple(_scored(item, i) for i, item in enumerate(scored)),
         history=tuple(_number(v, f"history[{i}]") for i, v in enumerate(history)),
         suggestion=_suggestion(data.get("suggestion")),
