@@ -30,7 +30,7 @@ from gpo_server.daemon_requests import (
     load_checked,
 )
 from gpo_server.daemon_state import API, STATE, DaemonState, save_roots
-from gpo_server.elsewhere import elsewhere_rows
+from gpo_server.elsewhere import elsewhere_rows, holder_json
 from gpo_server.jobs import Job, UnknownJob
 from gpo_server.prompt_state_builder import prompt_state, scoring_scope
 
@@ -223,9 +223,11 @@ async def state_of(state: DaemonState, task: Task, job: Job | None,
     path = str(task.path.resolve())
     store = state.registry.store()
     key = trajectory_key(task.fingerprint())
-    trajectory = store.load(key) or store.latest_for(path)
-    elsewhere = await state.lock_reader().holder(key)
-    return prompt_state(task, trajectory, job, state.evaluations,
+    run = store.load(key)  # this text and these settings' run; else the file's latest
+    holder = await state.lock_reader().holder(key)
+    elsewhere = None if holder is None else holder_json(
+        holder, run.steps_done if run else 0, task.settings.steps)
+    return prompt_state(task, run or store.latest_for(path), job, state.evaluations,
                         state.scoring_usage.get(path), text, elsewhere)
 
 

@@ -18,11 +18,9 @@ from typing import Any
 
 from gpo_engine.offer import NOT_COMPARED, Score, Verdict, offer_for, same_prompt
 from gpo_engine.optimizer import current_budget
-from gpo_engine.runlock import Holder
 from gpo_engine.task import Task
 from gpo_engine.trajectory import Trajectory
 from gpo_engine.usage import Usage
-from gpo_server.elsewhere import holder_json
 from gpo_server.job_states import is_retrying, status_of
 from gpo_server.jobs import Job
 from gpo_server.prompt_state import STATE_VERSION
@@ -59,12 +57,13 @@ def _json(score: Score | None) -> dict[str, Any] | None:
 
 def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
                  evaluations: Evaluations, scoring: Usage | None = None,
-                 text: str | None = None, elsewhere: Holder | None = None) -> dict[str, Any]:
+                 text: str | None = None,
+                 elsewhere: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything an editor shows about one prompt file (gpo_server.prompt_state's shape)
     for `text` (the editor's buffer; default the file's body): its scores in `current`
     and merged into `scored`, and the suggestion picked against it. `scoring`: what
-    re-scores of the file spent, counted in its usage; `elsewhere`: who holds the
-    prompt's shared run lock, when another process does."""
+    re-scores of the file spent, counted in its usage; `elsewhere`: the run another
+    process holds (gpo_server.elsewhere.holder_json), if any."""
     path, body = str(task.path.resolve()), task.prompt.body
     base = body if text is None else text
     scope = scoring_scope(task)
@@ -108,8 +107,7 @@ def prompt_state(task: Task, trajectory: Trajectory | None, job: Job | None,
         "scored": scored, "history": history, "suggestion": suggestion,
         "withheld": withheld, "rejected": trajectory.rejected() if trajectory else {},
         "usage": _usage(job, scoring), "job": _job_summary(job),
-        "elsewhere": (holder_json(elsewhere, steps_done, task.settings.steps)
-                      if elsewhere is not None else None),
+        "elsewhere": elsewhere,
     }
 
 

@@ -152,3 +152,28 @@ async def test_this_daemons_own_job_is_not_elsewhere_and_redis_down_is_no_error(
                 listed = await client.job_list()
             assert state["elsewhere"] is None and listed["elsewhere"] == []
             assert time.monotonic() - began < 10
+
+
+async def test_a_run_elsewhere_of_an_edited_text_counts_its_own_steps(
+        tmp_path: Path, short_dir: Path, redis_server: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file's older run (the text before an edit) is still what `scored` shows, but
+    the run elsewhere is of the new text: its steps are its own (none saved yet)."""
+    monkeypatch.setenv("GPO_CACHE_URL", redis_server.url)
+    prompt = write_capitals(tmp_path / "p", steps=2)
+    async with ModelServer(answer=ScriptedModels().answer) as server:
+        config = DaemonConfig(runtime_dir=short_dir / "rt", api_base=server.api_base,
+                              cache_dir=tmp_path / "workstation", idle_timeout=0)
+        async with daemon(config, roots=(prompt.parent,)) as (client, _):
+            job, _ = await client.create_job(prompt)
+            assert (await client.wait(job["id"]))["state"] == "finished"
+            prompt.write_text(prompt.read_text() + "Answer with the city only.\n")
+            key = trajectory_key(load_task(prompt).fingerprint())
+            redis_server.client().set(LOCK + key, json.dumps(
+                {"token": "6" * 32, "host": "laptop", "pid": 77, "started": 1.7e9}), px=60_000)
+            state = await client.prompt_state(prompt)
+            assert state["steps_done"] == 2  # the file's latest run: the text before the edit
+            assert state["elsewhere"] == {"host": "laptop", "pid": 77, "started": 1.7e9,
+                                          "steps_done": 0, "total_steps": 2}
+            [row] = (await client.job_list())["elsewhere"]
+            assert (row["key"], row["path"], row["steps_done"]) == (key, "", 0)
