@@ -70,9 +70,9 @@ users and scripts: this module does not read them::
         "host": str | null,      #   (GPO_CACHE_URL: another machine, or a `gpo optimize`
         "pid": int | null,       #   in a terminal); who, as its Redis lock names it
         "started": float | null, #   (null: unknown), read by the daemon for each state
-        "steps_done": int,       #   t of the shared trajectory (== `steps_done` above:
-        "total_steps": int       #   its steps are in `scored` and `history`), and T
-      }                          #   absent from older daemons
+        "steps_done": int,       #   t of that run's shared trajectory (its steps are in
+        "total_steps": int       #   `scored` and `history`; 0 before its first step is
+      }                          #   saved), and T. Absent from older daemons
     }
 
 `Guard` is gpo_engine.offer.Verdict.to_json: `{"verdict": "ok" | "worse" |
