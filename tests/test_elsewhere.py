@@ -177,3 +177,5 @@ async def test_a_run_elsewhere_of_an_edited_text_counts_its_own_steps(
                                           "steps_done": 0, "total_steps": 2}
             [row] = (await client.job_list())["elsewhere"]
             assert (row["key"], row["path"], row["steps_done"]) == (key, "", 0)
+            table = await _daemon_jobs(config.runtime_dir)
+            assert f"(trajectory {key})" in table and "optimizing on laptop (pid 77)" in table
