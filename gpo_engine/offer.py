@@ -72,12 +72,12 @@ class Score:
     @classmethod
     def from_json(cls, data: Any, name: str = "score") -> Score:
         """The object to_json wrote; ValueError naming `name` for anything else."""
-        body = _object(data, name)
+        body = json_object(data, name)
         low, high = body.get("low"), body.get("high")
-        return cls(_number(_key(body, "score", name), f"{name}.score"),
-                   _count(_key(body, "n", name), f"{name}.n"),
-                   None if low is None else _number(low, f"{name}.low"),
-                   None if high is None else _number(high, f"{name}.high"))
+        return cls(json_number(json_key(body, "score", name), f"{name}.score"),
+                   json_count(json_key(body, "n", name), f"{name}.n"),
+                   None if low is None else json_number(low, f"{name}.low"),
+                   None if high is None else json_number(high, f"{name}.high"))
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ class Verdict:
 
     @classmethod
     def from_json(cls, data: Any, name: str = "guard") -> Verdict:
-        body = _object(data, name)
-        verdict = _text(_key(body, "verdict", name), f"{name}.verdict")
+        body = json_object(data, name)
+        verdict = json_text(json_key(body, "verdict", name), f"{name}.verdict")
         if verdict not in VERDICTS:
             raise ValueError(f"{name}.verdict must be ok, worse or untested, got {verdict!r}")
 
@@ -126,10 +126,10 @@ class Verdict:
             value = body.get(key)
             return None if value is None else read(value, f"{name}.{key}")
 
-        return cls(verdict, optional("delta", _number), optional("p_value", _number),
-                   optional("n", _count), _text(body.get("method", ""), f"{name}.method"),
-                   optional("wins", _count), optional("losses", _count),
-                   _text(body.get("reason", ""), f"{name}.reason"))
+        return cls(verdict, optional("delta", json_number), optional("p_value", json_number),
+                   optional("n", json_count), json_text(body.get("method", ""), f"{name}.method"),
+                   optional("wins", json_count), optional("losses", json_count),
+                   json_text(body.get("reason", ""), f"{name}.reason"))
 
 
 def held_out(before: EvalResult | None, after: EvalResult | None, untested: str) -> Verdict:
@@ -172,16 +172,16 @@ class Offer:
 
     @classmethod
     def from_json(cls, data: Any, name: str = "suggestion") -> Offer:
-        body = _object(data, name)
+        body = json_object(data, name)
         test = body.get("test")
         guard = body.get("guard")
         return cls(
-            _text(_key(body, "text", name), f"{name}.text"),
-            _text(_key(body, "base", name), f"{name}.base"),
-            Score.from_json(_key(body, "dev", name), f"{name}.dev"),
+            json_text(json_key(body, "text", name), f"{name}.text"),
+            json_text(json_key(body, "base", name), f"{name}.base"),
+            Score.from_json(json_key(body, "dev", name), f"{name}.dev"),
             None if test is None else Score.from_json(test, f"{name}.test"),
-            _number(_key(body, "gain", name), f"{name}.gain"),
-            _count(_key(body, "distance", name), f"{name}.distance"),
+            json_number(json_key(body, "gain", name), f"{name}.gain"),
+            json_count(json_key(body, "distance", name), f"{name}.distance"),
             (Verdict("untested", reason=NOT_COMPARED) if guard is None
              else Verdict.from_json(guard, f"{name}.guard")))
 
@@ -248,31 +248,31 @@ def offer_for(trajectory: Trajectory, file_text: str, budget: int, *,
 # Reading JSON values; each error names the key path.
 
 
-def _object(value: Any, name: str) -> Mapping[str, Any]:
+def json_object(value: Any, name: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ValueError(f"{name} must be an object, got {type(value).__name__}")
     return value
 
 
-def _key(data: Mapping[str, Any], key: str, name: str) -> Any:
+def json_key(data: Mapping[str, Any], key: str, name: str) -> Any:
     if key not in data:
         raise ValueError(f"missing {name}.{key}")
     return data[key]
 
 
-def _number(value: Any, name: str) -> float:
+def json_number(value: Any, name: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got {value!r}")
     return float(value)
 
 
-def _count(value: Any, name: str) -> int:
+def json_count(value: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
     return value
 
 
-def _text(value: Any, name: str) -> str:
+def json_text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {type(value).__name__}")
     return value

@@ -93,9 +93,18 @@ from typing import Any, TypeVar
 
 # With the engine's types, their JSON readers (each error names the key path): the
 # state's own keys are read by the same ones.
-from gpo_engine.offer import Offer, Score, Verdict, _key, _number, _text, normalize, same_prompt
-from gpo_engine.offer import _count as _int
-from gpo_engine.offer import _object as _mapping
+from gpo_engine.offer import (
+    Offer,
+    Score,
+    Verdict,
+    json_key,
+    json_number,
+    json_text,
+    normalize,
+    same_prompt,
+)
+from gpo_engine.offer import json_count as _int
+from gpo_engine.offer import json_object as _mapping
 from gpo_server.job_states import STATUSES, is_active, is_retrying
 
 STATE_VERSION = 1
@@ -230,9 +239,9 @@ def _scored(value: Any, index: int) -> ScoredPrompt:
     name = f"scored[{index}]"
     data = _mapping(value, name)
     return ScoredPrompt(
-        text=_text(_key(data, "text", name), f"{name}.text"),
-        step=_int(_key(data, "step", name), f"{name}.step"),
-        dev=Score.from_json(_key(data, "dev", name), f"{name}.dev"),
+        text=json_text(json_key(data, "text", name), f"{name}.text"),
+        step=_int(json_key(data, "step", name), f"{name}.step"),
+        dev=Score.from_json(json_key(data, "dev", name), f"{name}.dev"),
         test=_optional(Score.from_json, data.get("test"), f"{name}.test"),
     )
 
@@ -245,7 +254,7 @@ def _rejected(value: Any) -> tuple[tuple[str, int], ...]:
     if value is None:
         return ()
     data = _mapping(value, "rejected")
-    counts = [(_text(k, "rejected key"), _int(v, f"rejected.{k}")) for k, v in data.items()]
+    counts = [(json_text(k, "rejected key"), _int(v, f"rejected.{k}")) for k, v in data.items()]
     return tuple(sorted(counts, key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -256,7 +265,7 @@ def _usage(value: Any) -> Usage:
     return Usage(
         prompt_tokens=_int(data.get("prompt_tokens", 0), "usage.prompt_tokens"),
         completion_tokens=_int(data.get("completion_tokens", 0), "usage.completion_tokens"),
-        cost=_number(data.get("cost", 0.0), "usage.cost"),
+        cost=json_number(data.get("cost", 0.0), "usage.cost"),
         unknown_price=bool(data.get("unknown_price", False)),
     )
 
@@ -265,19 +274,19 @@ def _job(value: Any) -> Job | None:
     if value is None:
         return None
     data = _mapping(value, "job")
-    status = _text(_key(data, "status", "job"), "job.status")
+    status = json_text(json_key(data, "status", "job"), "job.status")
     if status not in JOB_STATUSES:
         raise ValueError(
             f"job.status must be one of {', '.join(JOB_STATUSES)}, got {status!r}"
         )
     return Job(
-        id=_text(_key(data, "id", "job"), "job.id"),
+        id=json_text(json_key(data, "id", "job"), "job.id"),
         status=status,
-        step=_int(_key(data, "step", "job"), "job.step"),
-        total_steps=_int(_key(data, "total_steps", "job"), "job.total_steps"),
-        message=_text(data.get("message", ""), "job.message"),
-        state=_text(data.get("state", ""), "job.state"),
-        error_kind=_text(data.get("error_kind", ""), "job.error_kind"),
+        step=_int(json_key(data, "step", "job"), "job.step"),
+        total_steps=_int(json_key(data, "total_steps", "job"), "job.total_steps"),
+        message=json_text(data.get("message", ""), "job.message"),
+        state=json_text(data.get("state", ""), "job.state"),
+        error_kind=json_text(data.get("error_kind", ""), "job.error_kind"),
     )
 
 
@@ -286,11 +295,11 @@ def _elsewhere(value: Any) -> Elsewhere | None:
         return None
     data = _mapping(value, "elsewhere")
     return Elsewhere(
-        host=_optional(_text, data.get("host"), "elsewhere.host"),
+        host=_optional(json_text, data.get("host"), "elsewhere.host"),
         pid=_optional(_int, data.get("pid"), "elsewhere.pid"),
-        started=_optional(_number, data.get("started"), "elsewhere.started"),
-        steps_done=_int(_key(data, "steps_done", "elsewhere"), "elsewhere.steps_done"),
-        total_steps=_int(_key(data, "total_steps", "elsewhere"), "elsewhere.total_steps"),
+        started=_optional(json_number, data.get("started"), "elsewhere.started"),
+        steps_done=_int(json_key(data, "steps_done", "elsewhere"), "elsewhere.steps_done"),
+        total_steps=_int(json_key(data, "total_steps", "elsewhere"), "elsewhere.total_steps"),
     )
 
 
@@ -322,19 +331,19 @@ def _state(value: Any) -> PromptState:
     if not isinstance(history, list):
         raise ValueError("history must be a list")
     return PromptState(
-        path=_text(_get(data, "path"), "path"),
+        path=json_text(_get(data, "path"), "path"),
         steps_done=_int(_get(data, "steps_done"), "steps_done"),
         total_steps=_int(_get(data, "total_steps"), "total_steps"),
         budget=_int(_get(data, "budget"), "budget"),
         scored=tuple(_scored(item, i) for i, item in enumerate(scored)),
-        history=tuple(_number(v, f"history[{i}]") for i, v in enumerate(history)),
+        history=tuple(json_number(v, f"history[{i}]") for i, v in enumerate(history)),
         suggestion=_suggestion(data.get("suggestion")),
         usage=_usage(data.get("usage")),
         job=_job(data.get("job")),
         withheld=_suggestion(data.get("withheld"), "withheld"),
         rejected=_rejected(data.get("rejected")),
-        text=_text(data.get("text", ""), "text"),
-        base=_text(data.get("base", data.get("text", "")), "base"),
+        text=json_text(data.get("text", ""), "text"),
+        base=json_text(data.get("base", data.get("text", "")), "base"),
         current=_current(data.get("current")),
         elsewhere=_elsewhere(data.get("elsewhere")),
     )
