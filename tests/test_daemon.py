@@ -34,6 +34,7 @@ from gpo_server.client import DaemonClient, DaemonError, event_object
 from gpo_server.daemon import DaemonConfig, make_app, serve
 from gpo_server.jobs import RetryPolicy, llm_opener
 from gpo_server.prompt_state import parse_state
+from tests.prompt_files import write_prompt
 
 REVIEWS = [
     ("Loved every minute of it.", "positive", "train"),
@@ -66,21 +67,16 @@ def answer(messages: list[dict[str, Any]]) -> str:
 
 def write_task(folder: Path, name: str = "sentiment", steps: int = 3, marker: str = "",
                extra: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    prompt = folder / f"{name}.prompt"
-    prompt.write_text(
+    return write_prompt(
+        folder, name,
         "---\nmodel: openai/x\n"
         f"gpo.steps: {steps}\ngpo.candidates: 2\ngpo.batch_size: 2\ngpo.racing: false\n"
         "gpo.max_tokens: 8\ngpo.budget: {initial: 30, final: 10, decay: cosine}\n"
-        f"{extra}---\n{marker}Review: {{{{review}}}}\nSentiment:\n", encoding="utf-8")
-    rows = [json.dumps({"review": r, "expected": e, "split": s}) for r, e, s in REVIEWS]
-    (folder / f"{name}.examples.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return prompt
+        f"{extra}---\n{marker}Review: {{{{review}}}}\nSentiment:\n",
+        [{"review": r, "expected": e, "split": s} for r, e, s in REVIEWS])
 
 
-@pytest.fixture(autouse=True)
-def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "test")
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 @pytest.fixture
