@@ -40,18 +40,16 @@ _SPLITS = ("dev", "test", "train")
 
 def add_routes(app: web.Application) -> None:
     """Every route of the API (README's route table lists them)."""
-    app.router.add_get(f"{API}/health", health)
-    app.router.add_get(f"{API}/roots", list_roots)
-    app.router.add_post(f"{API}/roots", add_roots)
-    app.router.add_get(f"{API}/jobs", list_jobs)
-    app.router.add_post(f"{API}/jobs", create_job)
-    app.router.add_get(f"{API}/jobs/{{job_id}}", get_job)
-    app.router.add_post(f"{API}/jobs/{{job_id}}/cancel", cancel_job)
-    app.router.add_get(f"{API}/jobs/{{job_id}}/events", job_events)
-    app.router.add_get(f"{API}/prompts", prompt_state_route)
-    app.router.add_post(f"{API}/prompts", prompt_text_route)
-    app.router.add_post(f"{API}/evaluate", evaluate_route)
-    app.router.add_post(f"{API}/shutdown", shutdown)
+    add = {"GET": app.router.add_get, "POST": app.router.add_post}  # add_get answers HEAD too
+    for method, path, handler in (
+        ("GET", "/health", health), ("GET", "/roots", list_roots), ("POST", "/roots", add_roots),
+        ("GET", "/jobs", list_jobs), ("POST", "/jobs", create_job),
+        ("GET", "/jobs/{job_id}", get_job), ("POST", "/jobs/{job_id}/cancel", cancel_job),
+        ("GET", "/jobs/{job_id}/events", job_events),
+        ("GET", "/prompts", prompt_state_route), ("POST", "/prompts", prompt_text_route),
+        ("POST", "/evaluate", evaluate_route), ("POST", "/shutdown", shutdown),
+    ):
+        add[method](API + path, handler)
 
 
 async def health(request: web.Request) -> web.Response:
