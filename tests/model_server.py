@@ -84,8 +84,7 @@ class ModelServer:
         self.latency = latency
         self.max_concurrency = max_concurrency
         self.overload_retry_after = overload_retry_after
-        self.host = host
-        self.port = port
+        self.host, self.port = host, port  # port 0: a free one, known once started
         self._queue: deque[Fault] = deque()
         self._fault_fn: FaultSource | None = None
         if callable(faults):
