@@ -245,6 +245,27 @@ async def test_embeddings_are_looked_up_in_one_round_trip(
         machine_b.close()
 
 
+async def test_the_async_path_writes_the_same_keys_values_and_ttl(
+        tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpo_engine import redis_store
+    from gpo_engine.shared_store import open_store
+
+    monkeypatch.setenv("GPO_CACHE_TTL", "2h")
+    store = open_store(tmp_path / "r", kind="responses", label="response cache", lost="",
+                       url=redis_server.url)
+    assert isinstance(store, TieredStore)
+    store.remote._client = NoSyncClient()
+    await store.aset("one", _answer(1))
+    await store.aset_many({"two": _answer(2), "three": _answer(3)})
+    client: Any = redis_server.client()
+    for key, n in (("one", 1), ("two", 2), ("three", 3)):
+        name = f"gpo:v1:responses:{key}"
+        assert redis_store.decode(client.get(name)) == _answer(n)
+        assert 7100 < client.ttl(name) <= 7200
+    assert store.get("two") == _answer(2)  # on the disk too
+    _close(store)
+
+
 async def test_a_bad_entry_is_a_miss_and_is_deleted_on_the_async_path(
         tmp_path: Path, redis_server: RedisServer) -> None:
     from gpo_engine import redis_store
