@@ -167,8 +167,8 @@ async def run_task(prompt: Path, args: argparse.Namespace, cache: Path) -> dict[
                 llm.close()
             usage = result.usage
             out[method.name] = {
-                "test": result.best_test.score if result.best_test else float("nan"),
-                "dev": result.best_dev.score,
+                "test": result.best_test.value if result.best_test else float("nan"),
+                "dev": result.best_dev.value,
                 "test_n": result.best_test.n if result.best_test else 0,
                 # Requests the method made, whether the shared cache answered them or not:
                 # what it would cost run alone.
@@ -179,7 +179,7 @@ async def run_task(prompt: Path, args: argparse.Namespace, cache: Path) -> dict[
                 "stopped": result.stopped, "rejected": result.rejected,
             }
             print(f"  {prompt.parent.name} {method.name}: test {out[method.name]['test']:.1f} "
-                  f"dev {result.best_dev.score:.1f} ({out[method.name]['seconds']:.0f} s)",
+                  f"dev {result.best_dev.value:.1f} ({out[method.name]['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
     finally:
         store.close()

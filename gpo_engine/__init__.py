@@ -2,7 +2,7 @@
 
     from gpo_engine import optimize
     result = optimize("examples/sentiment/sentiment.prompt", steps=3)
-    print(result.best_dev.score, result.best)
+    print(result.best_dev.value, result.best)
 
 Importing this package is cheap: the model layer (litellm, ~3 s) loads only
 when a function here that calls a model runs, so editors can use the file

@@ -36,7 +36,7 @@ from gpo_engine.leak_guard import LEAK_THRESHOLD
 from gpo_engine.llm import LLM
 from gpo_engine.meta_prompts import Exemplar
 from gpo_engine.meta_style import MetaStyle
-from gpo_engine.offer import GUARD_ALPHA, from_tests, held_out, offer_for
+from gpo_engine.offer import GUARD_ALPHA, Score, from_tests, held_out, offer_for
 from gpo_engine.offer import pick as pick_suggestion  # the name callers and tests know
 from gpo_engine.racing import score_candidates
 from gpo_engine.schedule import budget_at, budget_curve
@@ -58,19 +58,7 @@ EXEMPLARS = 3  # examples shown to the optimizer per step (paper: 3)
 SAMPLES_PER_STEP = 10_000
 
 
-@dataclass(frozen=True)
-class Summary:
-    """A prompt's score on one split: percent, n and 95% interval."""
-
-    score: float
-    n: int
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, result: EvalResult) -> Summary:
-        low, high = result.interval()
-        return cls(round(result.score, 2), result.n, round(low, 2), round(high, 2))
+_SCORES = ("initial_dev", "best_dev", "initial_test", "best_test")  # Result's Score fields
 
 
 @dataclass(frozen=True)
@@ -83,10 +71,10 @@ class Result:
     budgets: list[int]
     initial: str
     best: str
-    initial_dev: Summary
-    best_dev: Summary
-    initial_test: Summary | None
-    best_test: Summary | None
+    initial_dev: Score  # each split's score: on the wire `{score, n, low, high}` (Score.to_json)
+    best_dev: Score
+    initial_test: Score | None
+    best_test: Score | None
     distance: int  # words changed from the initial prompt to the best
     suggestion: str | None  # best prompt within the current budget of the file's text, if better
     suggestion_distance: int | None
@@ -110,16 +98,20 @@ class Result:
         return self.improved and verdict != "worse"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for key in _SCORES:
+            value: Score | None = getattr(self, key)
+            out[key] = None if value is None else value.to_json()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
         """What to_dict wrote (a daemon job's `result`); keys a newer gpo added are skipped."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for key in ("initial_dev", "best_dev", "initial_test", "best_test"):
+        for key in _SCORES:
             if values.get(key) is not None:
-                values[key] = Summary(**values[key])
+                values[key] = Score.from_json(values[key], key)
         return cls(**values)
 
 
@@ -400,7 +392,7 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
     if test_rows:
         tested[initial_text] = await score(task, llm, initial_text, test_rows)
         tested[best_text] = await score(task, llm, best_text, test_rows)
-        initial_test, best_test = Summary.of(tested[initial_text]), Summary.of(tested[best_text])
+        initial_test, best_test = Score.of(tested[initial_text]), Score.of(tested[best_text])
     budget = current_budget(task, trajectory.steps_done)
     picked = pick_suggestion(trajectory, task.prompt.body, budget)
     if picked is not None and test_rows and picked[0] not in tested:
@@ -425,7 +417,7 @@ async def _result(task: Task, llm: LLM, trajectory: Trajectory, stopped: str,
         total_steps=task.settings.steps, steps_done=trajectory.steps_done,
         budgets=budget_curve(task.settings.steps, task.settings.budget),
         initial=initial_text, best=best_text,
-        initial_dev=Summary.of(initial_dev), best_dev=Summary.of(best_dev),
+        initial_dev=Score.of(initial_dev), best_dev=Score.of(best_dev),
         initial_test=initial_test, best_test=best_test,
         distance=update.word_distance(initial_text, best_text),
         suggestion=suggestion.text if suggestion else None,

@@ -151,7 +151,7 @@ async def test_one_cap_covers_task_optimizer_and_judge(tmp_path: Path) -> None:
     store.close()
     assert saved is not None and saved.steps_done == capped.steps_done
     assert saved.best()[0] == capped.best
-    assert capped.best_dev.score == 100.0
+    assert capped.best_dev.value == 100.0
 
 
 # -- the CLI: estimate, confirmation, refusal ------------------------------------------------

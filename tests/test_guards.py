@@ -177,8 +177,8 @@ def overfitting_answer(messages: list[dict[str, Any]]) -> str:
 async def test_a_proposal_significantly_worse_on_test_is_withheld(tmp_path: Path) -> None:
     prompt = write_capitals(tmp_path / "p", steps=1, body=HONEST)
     result = await _optimize(prompt, overfitting_answer, tmp_path / "c")
-    assert result.best_dev.score == 100.0 and result.initial_dev.score == 0.0
-    assert result.best_test is not None and result.best_test.score == 0.0
+    assert result.best_dev.value == 100.0 and result.initial_dev.value == 0.0
+    assert result.best_test is not None and result.best_test.value == 0.0
     verdict = result.guard["best"]
     assert verdict["verdict"] == "worse" and verdict["losses"] == 8 and verdict["wins"] == 0
     assert verdict["p_value"] < 0.05 and verdict["method"] == "mcnemar"

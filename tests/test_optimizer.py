@@ -41,10 +41,10 @@ async def test_finds_the_better_prompt_and_saves_every_step(tmp_path: Path) -> N
     events: list[Event] = []
     async with ModelServer(answer=models.answer) as server:
         result = await _run(prompt, server, tmp_path / "c", on_event=events.append)
-    assert result.initial_dev.score == 0.0
+    assert result.initial_dev.value == 0.0
     assert result.best.startswith("Name the capital city of the country.\nCountry: {{country}}")
-    assert result.best_dev.score == 100.0 and result.best_dev.n == 8
-    assert result.best_test is not None and result.best_test.score == 100.0
+    assert result.best_dev.value == 100.0 and result.best_dev.n == 8
+    assert result.best_test is not None and result.best_test.value == 100.0
     assert result.steps_done == 2 and result.stopped == ""
     assert result.rejected.get("unparseable", 0) >= 1
     # "Tell me about the" -> "Name the capital city of the": 3 replaced, 2 added.
@@ -255,7 +255,7 @@ async def test_relevance_by_embeddings_when_an_embedding_model_is_set(tmp_path: 
         result = await _run(prompt, server, tmp_path / "c")
         # Steps 2 and 3 have earlier prompts to rank; each text is embedded once.
         assert server.embedding_requests >= 1
-    assert result.steps_done == 3 and result.best_dev.score == 100.0
+    assert result.steps_done == 3 and result.best_dev.value == 100.0
 
 
 def test_race_rounds_halve_the_field_and_double_the_rows() -> None:
@@ -286,7 +286,7 @@ async def test_racing_spends_half_the_calls_and_keeps_the_clear_winner(tmp_path:
     # The winner saw every dev row, and the field cost exactly the race's calls.
     assert step.chosen.startswith("Name the capital city") and step.chosen_dev == 100.0
     assert sum(c.dev_n for c in raced) == race_calls(8, 24, 6) == 8 * 6 + 4 * 6 + 2 * 12
-    assert result.best_dev.score == 100.0
+    assert result.best_dev.value == 100.0
 
 
 CHAT_USER = '\n{{role "user"}}{{> header}}Country: {{country}}\nAnswer:\n'
@@ -325,7 +325,7 @@ async def test_a_multi_message_prompt_rewrites_only_its_system_text(tmp_path: Pa
     async with ModelServer(answer=models.answer) as server:
         result = await _run(prompt, server, tmp_path / "c")
     assert result.best == '{{role "system"}}Name the capital city of the country.' + CHAT_USER
-    assert result.best_dev.score == 100.0
+    assert result.best_dev.value == 100.0
     assert result.rejected.get("lost_structure", 0) >= 1, result.rejected
     # The optimizer saw the system text only, never a role marker.
     assert models.meta_prompts and all("{{role" not in m for m in models.meta_prompts)
@@ -355,7 +355,7 @@ async def test_target_all_rejects_candidates_that_drop_a_role_marker_or_partial(
                           f"<START>{no_role}<END>"])
     async with ModelServer(answer=models.answer) as server:
         result = await _run(prompt, server, tmp_path / "c")
-    assert result.best == kept.rstrip() and result.best_dev.score == 100.0
+    assert result.best == kept.rstrip() and result.best_dev.value == 100.0
     # The whole body is the target: the optimizer is shown the role markers.
     assert any("{{role" in m for m in models.meta_prompts)
     store = open_store(tmp_path / "c")

@@ -141,7 +141,7 @@ async def test_optimization_rides_out_429s_without_a_failed_evaluation(tmp_path:
         total, rejected = server.requests, server.rejected_at
     assert result.steps_done == 2 and result.stopped == ""
     assert result.usage["failures"] == 0
-    assert result.best_dev.score == 100.0  # every row scored, none lost to a 429
+    assert result.best_dev.value == 100.0  # every row scored, none lost to a 429
     assert rejected, "the run never went over the server's threshold"
     per_model = result.usage["per_model"]["openai/scripted"]
     assert per_model["rate_limited"] == len(rejected)

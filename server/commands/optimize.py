@@ -278,7 +278,7 @@ def _print_result(result: Any, written: bool) -> None:
 
 
 def _fmt(s: Any) -> str:
-    return f"{s.score:.1f}% [{s.low:.0f}-{s.high:.0f}]"
+    return f"{s.value:.1f}% [{s.low:.0f}-{s.high:.0f}]"
 
 
 def _p(value: float) -> str:
