@@ -461,8 +461,8 @@ async def _finish(generator: Any) -> None:
 
 def _close_on(loop: asyncio.AbstractEventLoop, closing: Any) -> None:
     """Run the coroutine `closing` on `loop`: a task when it is this thread's running loop,
-    submitted when it runs in another thread, at once when it is idle; dropped when the
-    loop is closed (its shutdown ran it already)."""
+    submitted when it runs in another thread, at once when it is idle and no loop runs
+    here; dropped otherwise (a closed loop's shutdown ran it already)."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
@@ -473,9 +473,9 @@ def _close_on(loop: asyncio.AbstractEventLoop, closing: Any) -> None:
         task.add_done_callback(_closing.discard)
     elif loop.is_running():
         asyncio.run_coroutine_threadsafe(closing, loop)
-    elif not loop.is_closed():
+    elif running is None and not loop.is_closed():
         loop.run_until_complete(closing)
-    else:
+    else:  # closed (its shutdown closed the pool), or idle under another running loop
         closing.close()
 
 
