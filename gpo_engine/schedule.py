@@ -12,9 +12,7 @@ from __future__ import annotations
 import math
 
 from gpo_engine.errors import ConfigError
-from gpo_engine.settings import BudgetSettings
-
-DECAYS = ("cosine", "linear", "fixed")
+from gpo_engine.settings import DECAYS, BudgetSettings
 
 
 def budget_at(step: int, total_steps: int, budget: BudgetSettings) -> int:

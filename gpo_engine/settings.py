@@ -23,7 +23,6 @@ from gpo_engine.errors import ConfigError, Problem
 from gpo_engine.metrics import METRICS
 from gpo_engine.target import TARGETS
 
-DEFAULT_LOCAL_MODEL = "local/gemma-3-270m"
 RETRIEVALS = ("relevance", "recency", "importance")
 DECAYS = ("cosine", "linear", "fixed")
 

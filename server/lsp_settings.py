@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DECAYS = ("cosine", "linear", "fixed")
-
 
 @dataclass(frozen=True)
 class LspSettings:
@@ -93,6 +91,10 @@ def parse_settings(value: Any) -> tuple[LspSettings, list[str]]:
             budget[key] = words
     decay = budget_in.get("decay")
     if decay is not None:
+        # The frontmatter's own list; imported here, once settings arrive, not before
+        # `initialize` (the engine's settings module loads yaml and the metrics).
+        from gpo_engine.settings import DECAYS
+
         if decay in DECAYS:
             budget["decay"] = decay
         else:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gpo_engine.errors import ConfigError, SourceError
+from gpo_engine.models import DEFAULT_LOCAL_MODEL
 from gpo_engine.promptfile import load_prompt, parse_prompt, with_body
-from gpo_engine.settings import DEFAULT_LOCAL_MODEL, METRICS, BudgetSettings, Settings
+from gpo_engine.settings import METRICS, BudgetSettings, Settings
 from gpo_engine.template import template_error, template_names, template_variables
 
 P = Path("t.prompt")
