@@ -41,28 +41,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import time
-import urllib.parse
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gpo_engine.errors import ConfigError
+from gpo_engine.redis_settings import check_url, redact
 
 KEY_PREFIX = "gpo:v1"
-URL_VARIABLE = "GPO_CACHE_URL"
-TTL_VARIABLE = "GPO_CACHE_TTL"
 TIMEOUT = 1.0  # seconds to connect and to wait for an answer (the URL may set its own)
 POOL_SIZE = 16  # connections per pool; the asyncio one has this many commands out at most
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # seconds before trying a down Redis again, doubling
 MAX_VALUE = 64 << 20  # bytes of JSON one entry may inflate to (a 300-step trajectory: ~1 MB)
 _MGET_BATCH = 500  # keys per MGET of the lookups made together
 _WATCH_TRIES = 20  # optimistic pushes retried when another writer changes the key meanwhile
-_SCHEMES = ("redis", "rediss")
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 T = TypeVar("T")
 Validator = Callable[[str, Any], bool]
@@ -70,49 +64,6 @@ Validator = Callable[[str, Any], bool]
 
 class RedisUnavailable(Exception):
     """Redis could not be reached or refused the command; the text never holds a password."""
-
-
-def check_url(url: str, *, source: str = URL_VARIABLE) -> str:
-    """`url` when it is a Redis URL gpo can use; ConfigError naming `source` otherwise."""
-    shown = redact(url)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port  # ValueError for a port that is not a number in 0..65535
-    except ValueError as error:
-        raise ConfigError(f"{source}: {shown!r} is not a valid URL ({error})") from None
-    if port == 0:
-        raise ConfigError(f"{source}: {shown!r}: port 0 cannot be connected to")
-    if parts.scheme not in _SCHEMES:
-        raise ConfigError(f"{source}: {shown!r} is not a Redis URL; use "
-                          "redis://[:password@]host:port/db, or rediss:// for TLS")
-    if not parts.hostname:
-        raise ConfigError(f"{source}: {shown!r} names no host")
-    db = parts.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ConfigError(f"{source}: {shown!r}: the database after the port must be a "
-                          f"number, not {db!r}")
-    return url
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by `***`, for messages."""
-    return re.sub(r"(?<=://)([^:@/]*):[^@/]*@", r"\1:***@", url)
-
-
-def parse_ttl(text: str | None, *, source: str = TTL_VARIABLE) -> int | None:
-    """Seconds from `3600`, `90s`, `30m`, `12h` or `7d`; None for unset, empty or 0."""
-    if text is None or not text.strip():
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
-    if match is None:
-        raise ConfigError(f"{source}: {text!r} is not a duration; use seconds (3600) or a "
-                          "number with s, m, h or d (12h, 7d)")
-    seconds = int(match.group(1)) * _TTL_UNITS[match.group(2)]
-    return seconds or None
-
-
-def ttl_from_env() -> int | None:
-    return parse_ttl(os.environ.get(TTL_VARIABLE))
 
 
 def encode(value: Any) -> bytes:

@@ -38,13 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gpo_engine.diskstore import DiskStore, Validator
-from gpo_engine.redis_store import (
-    URL_VARIABLE,
-    RedisStore,
-    RedisUnavailable,
-    check_url,
-    ttl_from_env,
-)
+from gpo_engine.redis_settings import URL_VARIABLE, check_url, ttl_from_env
+from gpo_engine.redis_store import RedisStore, RedisUnavailable
 
 OUTBOX_SUFFIX = ".outbox"  # `responses.outbox`: entries kept while Redis was away
 _PUSH_BATCH = 500  # entries per MULTI/EXEC when pushing the outbox

@@ -21,7 +21,8 @@ import pytest
 from gpo_engine import redis_store
 from gpo_engine.diskstore import DiskStore
 from gpo_engine.errors import ConfigError
-from gpo_engine.redis_store import RedisStore, RedisUnavailable, check_url, parse_ttl, redact
+from gpo_engine.redis_settings import check_url, parse_ttl, redact
+from gpo_engine.redis_store import RedisStore, RedisUnavailable
 from gpo_engine.shared_store import TieredStore, open_store
 from tests.redis_server import RedisServer, free_port, redis_server, require_redis
 
