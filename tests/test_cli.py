@@ -122,6 +122,10 @@ def test_a_bad_shared_cache_url_is_named_before_any_work_and_hides_the_password(
     assert main(["check", str(prompt), "--cache-url", "http://:hunter2@cache:6379/0"]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "--cache-url" in err and "is not a Redis URL" in err and "hunter2" not in err
+    for command in (["trajectory", str(prompt), "--jsonl"], ["daemon", "run"]):
+        assert main([*command, "--cache-url", "http://:hunter2@cache:6379/0"]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "is not a Redis URL" in err and "hunter2" not in err, command
     monkeypatch.setenv("GPO_CACHE_URL", "redis://cache:6379/0")
     monkeypatch.setenv("GPO_CACHE_TTL", "soon")
     assert main(["eval", str(prompt)]) == 1

@@ -17,7 +17,7 @@ from rich.table import Table
 from gpo_engine.errors import GpoError
 from gpo_server import runtime
 from gpo_server.client import DaemonClient, DaemonError, connect, event_object
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, CommandError, overrides
+from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, CommandError, add_cache_url, overrides
 from gpo_server.job_states import is_retrying
 from gpo_server.runtime import start_args
 
@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
     config.add_argument("--cache-dir", type=Path,
                         help="responses and trajectories (default: $GPO_CACHE_DIR or "
                         "~/.cache/gpo)")
+    add_cache_url(config)  # the daemon's jobs and states share that cache too
     config.add_argument("--idle-timeout", type=float,
                         help="exit after this many seconds with no job and no request "
                         "(default 1800; 0: never)")

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gpo_server.commands.common import EXIT_OK, CommandError, overrides
+from gpo_server.commands.common import EXIT_OK, CommandError, add_cache_url, overrides
 from gpo_server.commands.report import latest_trajectory, run_arguments, run_fingerprint
 
 
@@ -34,6 +34,7 @@ def register(sub: Any) -> None:
                     help="with --jsonl: file to write (default stdout)")
     tr.add_argument("--model", help="task model, as given to `gpo optimize`")
     tr.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
+    add_cache_url(tr)
     run_arguments(tr)
     tr.set_defaults(run=run)
 
