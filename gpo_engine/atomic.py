@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from gpo_engine.errors import GpoError
 
 TMP_SUFFIX = ".gpo-tmp"  # temporary files end so (hidden, and never a *.prompt)
+# A temporary file this old is a leftover of a write that was killed (a write
+# takes milliseconds), not one under way in another process: it is removed.
+STALE_TMP_SECONDS = 3600.0
 
 
 class WriteError(GpoError, OSError):
@@ -91,6 +96,16 @@ def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
             raise WriteError(path, error, existed=before is not None) from error
         raise
     _sync_folder(target.parent)
+    _remove_leftovers(target)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the temporary files that killed writes of `target` left behind."""
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if leftover.lstat().st_mtime < cutoff:
+                leftover.unlink()
 
 
 def _take_over(fd: int, before: os.stat_result | None, mode: int | None) -> None:

@@ -16,6 +16,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,26 @@ def test_a_write_that_runs_out_of_space_leaves_the_original(
     assert str(info.value) == f"no space left on device writing {target}; the file is unchanged"
     assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
     assert _leftovers(tmp_path) == []
+
+
+def test_a_killed_writes_leftover_goes_with_the_next_write(tmp_path: Path) -> None:
+    """A write killed between creating its temporary file and the rename leaves that
+    file behind; the next write of the same file removes it once it is clearly stale,
+    and never one that may belong to a write under way in another process."""
+    target = tmp_path / "t.prompt"
+    target.write_text("v1\n")
+    stale = tmp_path / f".t.prompt.0badc0de{TMP_SUFFIX}"
+    fresh = tmp_path / f".t.prompt.5eed5eed{TMP_SUFFIX}"
+    other = tmp_path / f".other.prompt.0badc0de{TMP_SUFFIX}"
+    for leftover in (stale, fresh, other):
+        leftover.write_text("half a file")
+    old = time.time() - atomic.STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic.write_text(target, "v2\n")
+    assert target.read_text() == "v2\n"
+    assert not stale.exists()  # this file's leftover, an hour old: gone
+    assert fresh.exists() and other.exists()  # under way, or another file's: kept
 
 
 def test_a_new_file_that_cannot_be_written_is_not_created(
