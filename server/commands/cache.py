@@ -13,6 +13,13 @@ read-only (never creating or repairing anything) and reports one SQLite calls
 corrupt, with the damaged copies a run set aside (`<name>.corrupt-<time>`,
 gpo_engine.diskstore); `clear` removes a store it cannot clear through
 diskcache, and those copies too.
+
+With a shared cache (`--cache-url`, $GPO_CACHE_URL), `info` also reports Redis:
+its URL (password hidden), whether it answers, the entries and bytes of each
+namespace (SCAN, bounded), and the outbox entries this machine still has to
+push; `clear --shared` also deletes this namespace's keys there (`gpo:v1:
+responses:*`, and trajectories with `--trajectories`; never other keys, never
+run locks). Without a shared cache redis is never imported.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 from rich.console import Console
 
-from gpo_server.commands.common import EXIT_FAIL, EXIT_OK
+from gpo_server.commands.common import EXIT_FAIL, EXIT_OK, add_cache_url
 
 TRAJECTORIES_DIR = "trajectories"  # as gpo_engine.task.open_store names it
 
@@ -52,12 +59,16 @@ def register(sub: Any) -> None:
     info = verbs.add_parser("info", help="location, entries and size of the cache")
     info.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cache_url(info)
     info.set_defaults(run=run_info)
     clear = verbs.add_parser("clear", help="delete the cached model answers")
     clear.add_argument("--cache-dir", type=Path, help="default: $GPO_CACHE_DIR or ~/.cache/gpo")
     clear.add_argument("--trajectories", action="store_true",
                        help="also delete saved trajectories (runs then start over)")
+    clear.add_argument("--shared", action="store_true",
+                       help="also delete them from the shared cache on Redis (--cache-url)")
     clear.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    add_cache_url(clear)
     clear.set_defaults(run=run_clear)
 
 
@@ -126,11 +137,53 @@ def _bytes(path: Path) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class Shared:
+    url: str  # password hidden
+    reachable: bool
+    problem: str | None  # why Redis did not answer
+    namespaces: dict[str, dict[str, Any]]  # name -> entries, bytes, complete
+    outbox: dict[str, int]  # name -> entries waiting on this machine to be pushed
+
+
+def _shared_url() -> str | None:
+    """The shared cache's URL (cli.py checked it and set --cache-url as $GPO_CACHE_URL)."""
+    if not os.environ.get("GPO_CACHE_URL", "").strip():
+        return None  # redis is not imported
+    from gpo_engine.shared_store import configured_url
+
+    return configured_url()
+
+
+def inspect_shared(url: str, root: Path, names: list[str]) -> Shared:
+    """What Redis holds of `names` and what this machine's outboxes keep for it."""
+    from gpo_engine.redis_settings import redact
+    from gpo_engine.redis_store import RedisStore, RedisUnavailable
+    from gpo_engine.shared_store import OUTBOX_SUFFIX
+
+    outbox = {name: inspect(name, folder.with_name(folder.name + OUTBOX_SUFFIX)).entries
+              for name, folder in _part_dirs(root).items() if name in names}
+    namespaces: dict[str, dict[str, Any]] = {}
+    for name in names:
+        store = RedisStore(url, namespace=name)
+        try:
+            entries, size, complete = store.usage()
+        except RedisUnavailable:
+            return Shared(redact(url), False, store.last_error, {}, outbox)
+        finally:
+            store.close()
+        namespaces[name] = {"entries": entries, "bytes": size, "complete": complete}
+    return Shared(redact(url), True, None, namespaces, outbox)
+
+
 def run_info(args: argparse.Namespace, err: Console) -> int:
     root = cache_root(args.cache_dir)
     parts = [inspect(name, folder) for name, folder in _part_dirs(root).items()]
+    url = _shared_url()
+    shared = inspect_shared(url, root, list(_part_dirs(root))) if url else None
     if args.json:
-        print(json.dumps({"location": str(root), "parts": [asdict(p) for p in parts]}, indent=2))
+        print(json.dumps({"location": str(root), "parts": [asdict(p) for p in parts],
+                          "shared": asdict(shared) if shared else None}, indent=2))
         return EXIT_OK
     out = Console()
     out.print(f"cache: {root}", markup=False, highlight=False)
@@ -147,32 +200,91 @@ def run_info(args: argparse.Namespace, err: Console) -> int:
             out.print(f"  {'':<12} {len(p.set_aside)} damaged copies set aside, "
                       f"{_size(p.set_aside_bytes)} (`gpo cache clear` deletes them)",
                       markup=False, highlight=False)
+    if shared:
+        _print_shared(out, shared)
     return EXIT_OK
+
+
+def _print_shared(out: Console, shared: Shared) -> None:
+    if not shared.reachable:
+        out.print(f"shared: {shared.url} unreachable ({shared.problem})", markup=False,
+                  highlight=False, soft_wrap=True)
+    else:
+        out.print(f"shared: {shared.url}", markup=False, highlight=False)
+        for name, n in shared.namespaces.items():
+            more = "" if n["complete"] else "+ (counting stopped there)"
+            out.print(f"  {name:<12} {n['entries']}{more} entries, {_size(n['bytes'])}",
+                      markup=False, highlight=False)
+    waiting = ", ".join(f"{count} {name}" for name, count in shared.outbox.items())
+    out.print(f"  {'outbox':<12} {waiting} waiting on this machine to be pushed",
+              markup=False, highlight=False)
 
 
 def run_clear(args: argparse.Namespace, err: Console) -> int:
     root = cache_root(args.cache_dir)
     names = ["responses", "trajectories"] if args.trajectories else ["responses"]
     parts = [inspect(name, _part_dirs(root)[name]) for name in names]
-    what = _clear_list(parts)
+    url = _shared_url()
+    if args.shared and url is None:
+        err.print("--shared needs a shared cache: pass --cache-url or set GPO_CACHE_URL",
+                  style="red", markup=False, highlight=False)
+        return EXIT_FAIL
+    shared = inspect_shared(url, root, names) if args.shared and url else None
+    remote = sum(n["entries"] for n in shared.namespaces.values()) if shared else 0
+    local = _clear_list(parts)
+    what = " and ".join(
+        ([f"{local} ({_size(sum(p.bytes + p.set_aside_bytes for p in parts))}) from {root}"]
+         if local else [])
+        + ([f"{remote} shared {'/'.join(names)} keys from {shared.url}"] if shared and remote
+           else []))
     if not what:
         err.print(f"nothing to clear in {root}", markup=False, highlight=False)
-        return EXIT_OK
+        return _shared_down(err, shared)
     if not args.yes:
         if not sys.stdin.isatty():
-            err.print(f"refusing to delete {what} from {root} without a terminal to confirm "
-                      "on; pass --yes", style="red", markup=False, highlight=False)
+            err.print(f"refusing to delete {what} without a terminal to confirm on; "
+                      "pass --yes", style="red", markup=False, highlight=False)
             return EXIT_FAIL
-        size = sum(p.bytes + p.set_aside_bytes for p in parts)
-        err.print(f"delete {what} ({_size(size)}) from {root}? [y/N] ",
-                  end="", markup=False, highlight=False)
+        err.print(f"delete {what}? [y/N] ", end="", markup=False, highlight=False)
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             err.print("nothing deleted", markup=False)
             return EXIT_FAIL
     for p in parts:
         _clear_part(p)
-    err.print(f"deleted {what} from {root}", markup=False, highlight=False)
+    if local:
+        err.print(f"deleted {local} from {root}", markup=False, highlight=False)
+    if shared is None or not shared.reachable:
+        return _shared_down(err, shared)
+    return _clear_shared(err, url or "", shared, names)
+
+
+def _clear_shared(err: Console, url: str, shared: Shared, names: list[str]) -> int:
+    from gpo_engine.redis_store import RedisStore, RedisUnavailable
+
+    removed = 0
+    for name in names:
+        store = RedisStore(url, namespace=name)
+        try:
+            removed += store.clear()
+        except RedisUnavailable:
+            err.print(f"shared cache {shared.url} failed while clearing ({store.last_error}); "
+                      f"{removed} keys removed there", style="red", markup=False,
+                      highlight=False, soft_wrap=True)
+            return EXIT_FAIL
+        finally:
+            store.close()
+    err.print(f"removed {removed} keys from the shared cache {shared.url}", markup=False,
+              highlight=False, soft_wrap=True)
     return EXIT_OK
+
+
+def _shared_down(err: Console, shared: Shared | None) -> int:
+    """EXIT_FAIL, said in one line, when --shared could not reach Redis; else EXIT_OK."""
+    if shared is None or shared.reachable:
+        return EXIT_OK
+    err.print(f"shared cache {shared.url} is unreachable ({shared.problem}); nothing deleted "
+              "there", style="red", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_FAIL
 
 
 def _clear_list(parts: list[Part]) -> str:
