@@ -49,7 +49,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -64,8 +63,6 @@ POOL_SIZE = 16  # connections per pool; the asyncio one has this many commands o
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # seconds before trying a down Redis again, doubling
 MAX_VALUE = 64 << 20  # bytes of JSON one entry may inflate to (a 300-step trajectory: ~1 MB)
 _MGET_BATCH = 500  # keys per MGET of the lookups made together
-_SCAN_COUNT = 1000  # keys SCAN looks at per call (usage, clear)
-USAGE_LIMIT = 1_000_000  # keys `usage` counts at most (~1 s on a local Redis)
 _WATCH_TRIES = 20  # optimistic pushes retried when another writer changes the key meanwhile
 
 T = TypeVar("T")
@@ -219,38 +216,9 @@ class RedisStore:
     def keys(self) -> Iterable[str]:
         """Every key of this namespace, without its prefix (SCAN, never KEYS)."""
         prefix = self.key("")
-        names = self.run(lambda client: list(client.scan_iter(match=_glob(prefix) + "*",
+        names = self.run(lambda client: list(client.scan_iter(match=glob_pattern(prefix) + "*",
                                                               count=500)))
         return [bytes(name).decode("utf-8")[len(prefix):] for name in names]
-
-    def usage(self, *, limit: int = USAGE_LIMIT) -> tuple[int, int, bool]:
-        """(entries, bytes Redis uses for them, whether all were counted) of this namespace:
-        SCAN with COUNT and one pipelined MEMORY USAGE per batch, stopping after `limit`
-        keys so a huge Redis answers in bounded time."""
-        def count(client: Any) -> tuple[int, int, bool]:
-            entries = size = 0
-            for batch in _batches(client.scan_iter(match=_glob(self.key("")) + "*",
-                                                   count=_SCAN_COUNT)):
-                batch = batch[:limit - entries]
-                pipe = client.pipeline(transaction=False)
-                for name in batch:
-                    pipe.memory_usage(name)
-                size += sum(int(used or 0) for used in pipe.execute())
-                entries += len(batch)
-                if entries >= limit:
-                    return entries, size, False
-            return entries, size, True
-
-        return self.run(count)
-
-    def clear(self) -> int:
-        """Delete every key of this namespace (SCAN, never KEYS; other namespaces and the
-        run locks are other prefixes); the number deleted."""
-        def delete(client: Any) -> int:
-            return sum(int(client.delete(*batch)) for batch in _batches(
-                client.scan_iter(match=_glob(self.key("")) + "*", count=_SCAN_COUNT)))
-
-        return self.run(delete)
 
     def close(self) -> None:
         """Close the synchronous pool, and each loop's asyncio one (at once on a loop that
@@ -469,22 +437,7 @@ def _close_on(loop: asyncio.AbstractEventLoop, closing: Any) -> None:
         closing.close()
 
 
-def _batches(names: Iterable[bytes]) -> Iterator[list[bytes]]:
-    """`names` in lists of up to _SCAN_COUNT (SCAN may repeat a key: each is kept once)."""
-    seen: set[bytes] = set()
-    batch: list[bytes] = []
-    for name in names:
-        if name not in seen:
-            seen.add(name)
-            batch.append(name)
-        if len(batch) >= _SCAN_COUNT:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _glob(text: str) -> str:
+def glob_pattern(text: str) -> str:
     """`text` with Redis glob characters escaped, for SCAN MATCH."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 

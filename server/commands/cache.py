@@ -157,6 +157,7 @@ def _shared_url() -> str | None:
 
 def inspect_shared(url: str, root: Path, names: list[str]) -> Shared:
     """What Redis holds of `names` and what this machine's outboxes keep for it."""
+    from gpo_engine.redis_admin import namespace_usage
     from gpo_engine.redis_settings import redact
     from gpo_engine.redis_store import RedisStore, RedisUnavailable
     from gpo_engine.shared_store import OUTBOX_SUFFIX
@@ -167,7 +168,7 @@ def inspect_shared(url: str, root: Path, names: list[str]) -> Shared:
     for name in names:
         store = RedisStore(url, namespace=name)
         try:
-            entries, size, complete = store.usage()
+            entries, size, complete = namespace_usage(store)
         except RedisUnavailable:
             return Shared(redact(url), False, store.last_error, {}, outbox)
         finally:
@@ -259,13 +260,14 @@ def run_clear(args: argparse.Namespace, err: Console) -> int:
 
 
 def _clear_shared(err: Console, url: str, shared: Shared, names: list[str]) -> int:
+    from gpo_engine.redis_admin import clear_namespace
     from gpo_engine.redis_store import RedisStore, RedisUnavailable
 
     removed = 0
     for name in names:
         store = RedisStore(url, namespace=name)
         try:
-            removed += store.clear()
+            removed += clear_namespace(store)
         except RedisUnavailable:
             err.print(f"shared cache {shared.url} failed while clearing ({store.last_error}); "
                       f"{removed} keys removed there", style="red", markup=False,
