@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
 import socket
 import threading
@@ -44,6 +43,7 @@ import warnings
 from collections.abc import Callable
 
 from gpo_engine.errors import ConfigError
+from gpo_engine.redis_settings import parse_duration
 from gpo_engine.redis_store import RedisStore, RedisUnavailable
 from gpo_engine.runlock import Holder
 
@@ -70,13 +70,9 @@ return 0
 
 def parse_expiry(text: str | None, *, source: str = EXPIRY_VARIABLE) -> float:
     """Seconds from `30`, `2.5`, `90s` or `2m`; DEFAULT_EXPIRY for unset or empty."""
-    if text is None or not text.strip():
+    seconds = parse_duration(text, source=source, fractional=True)
+    if seconds is None:
         return DEFAULT_EXPIRY
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([sm]?)\s*", text.lower())
-    if match is None:
-        raise ConfigError(f"{source}: {text!r} is not a duration; use seconds (30, 2.5) or "
-                          "a number with s or m (90s, 2m)")
-    seconds = float(match.group(1)) * (60 if match.group(2) == "m" else 1)
     if seconds < MIN_EXPIRY:
         raise ConfigError(f"{source}: {text!r} is under {MIN_EXPIRY:g} s; the lock must "
                           "outlast a renewal's round trip (up to 1 s)")

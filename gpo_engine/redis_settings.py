@@ -16,7 +16,7 @@ from gpo_engine.errors import ConfigError
 URL_VARIABLE = "GPO_CACHE_URL"
 TTL_VARIABLE = "GPO_CACHE_TTL"
 _SCHEMES = ("redis", "rediss")
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def check_url(url: str, *, source: str = URL_VARIABLE) -> str:
@@ -46,16 +46,26 @@ def redact(url: str) -> str:
     return re.sub(r"(?<=://)([^:@/]*):[^@/]*@", r"\1:***@", url)
 
 
-def parse_ttl(text: str | None, *, source: str = TTL_VARIABLE) -> int | None:
-    """Seconds from `3600`, `90s`, `30m`, `12h` or `7d`; None for unset, empty or 0."""
+def parse_duration(text: str | None, *, source: str, fractional: bool) -> float | None:
+    """Seconds from a number with an optional unit (s, m, h or d): `3600`, `90s`, `12h`,
+    and with `fractional` also `2.5`; None for unset or empty. ConfigError names `source`."""
     if text is None or not text.strip():
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    number = r"\d+(?:\.\d+)?" if fractional else r"\d+"
+    match = re.fullmatch(rf"\s*({number})\s*([smhd]?)\s*", text.lower())
     if match is None:
-        raise ConfigError(f"{source}: {text!r} is not a duration; use seconds (3600) or a "
-                          "number with s, m, h or d (12h, 7d)")
-    seconds = int(match.group(1)) * _TTL_UNITS[match.group(2)]
-    return seconds or None
+        seconds = "30, 2.5" if fractional else "3600"
+        raise ConfigError(f"{source}: {text!r} is not a duration; use seconds ({seconds}) or "
+                          "a number with s, m, h or d (90s, 12h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_ttl(text: str | None, *, source: str = TTL_VARIABLE) -> int | None:
+    """Whole seconds (Redis expires keys by them); None for unset, empty or 0."""
+    seconds = parse_duration(text, source=source, fractional=False)
+    if not seconds:
+        return None
+    return int(seconds)
 
 
 def ttl_from_env() -> int | None:
